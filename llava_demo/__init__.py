@@ -1,0 +1,1 @@
+"""Visual chat with LLaVA-NeXT: AnyRes preprocessing, conversation templates, chat backends."""

@@ -1,0 +1,1 @@
+"""REACT explorer: CLIP-embedded image-text pools, FAISS indexes, class-query retrieval."""
