@@ -1,0 +1,1 @@
+"""Foundation models built from scratch on SynthWorld: the tokenizer and the tiny base LLM."""
