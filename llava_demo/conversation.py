@@ -60,8 +60,8 @@ def _check_turn_order(messages: Sequence[Message]) -> None:
             continue
         if message.role != expected:
             raise ConversationError(
-                f"message {index}: expected a {expected} message (turns alternate user/assistant, starting "
-                f"with user), got {message.role}"
+                f"message {index}: expected role {expected!r} (turns alternate user/assistant, starting "
+                f"with user), got {message.role!r}"
             )
         expected = "assistant" if expected == "user" else "user"
 
