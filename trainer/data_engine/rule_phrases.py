@@ -59,6 +59,18 @@ def relation_phrase(word: str) -> str:
     return _RELATION_PHRASES[word]
 
 
+def direction_phrase(a: SceneObject, b: SceneObject) -> str:
+    """Where ``a`` lies seen from ``b``: "above", "to the left of", or diagonal "above and to the left of"
+    when neither axis clearly dominates (the smaller offset is at least half the larger)."""
+    (ax, ay), (bx, by) = a.center, b.center
+    dx, dy = ax - bx, ay - by
+    vertical = "above" if dy < 0 else "below"
+    horizontal = "to the left of" if dx < 0 else "to the right of"
+    if min(abs(dx), abs(dy)) >= 0.5 * max(abs(dx), abs(dy)):
+        return f"{vertical} and {horizontal}"
+    return horizontal if abs(dx) > abs(dy) else vertical
+
+
 def where(obj: SceneObject, scene: SceneView) -> str:
     """ "in the top left" when the centre is clearly inside a grid cell, else a hedged "near the top left"."""
     region = clear_region(obj, scene.width, scene.height)

@@ -17,17 +17,17 @@ from trainer.data_engine.rule_phrases import (
     area_fraction,
     capitalize,
     choose,
+    direction_phrase,
     join_words,
     noun_phrase,
     number_word,
     percent,
     reference,
-    relation_phrase,
     where,
 )
 from trainer.data_engine.teachers import Turn
 from trainer.synthworld.concepts import plural, with_article
-from trainer.synthworld.questions import SceneObject, SceneView, relation
+from trainer.synthworld.questions import SceneObject, SceneView
 
 # A "nearest" or "largest" answer is only given when the runner-up is clearly behind (ratio below this).
 CLEAR_MARGIN = 0.8
@@ -108,7 +108,7 @@ def nearest_object(scene: SceneView, rng: random.Random) -> Turn | None:
     answer = (
         f"Measuring between the centres of the objects, {_named(scene, near)} is the closest to {anchor_ref}, "
         f"about {_distance(anchor, near, scene):.2f} of the image size away, and it lies "
-        f"{relation_phrase(relation(near, anchor))} it. The next nearest, {_named(scene, runner_up)}, is "
+        f"{direction_phrase(near, anchor)} it. The next nearest, {_named(scene, runner_up)}, is "
         f"further off at about {_distance(anchor, runner_up, scene):.2f}."
     )
     return Turn(question, answer)
