@@ -139,7 +139,7 @@ def overview_turns(context: TeacherContext, rng: random.Random) -> list[Turn]:
         return [
             Turn(
                 question,
-                f"{choose(rng, ('I can see', 'The image contains', 'In this picture there is'))} {object_inventory(scene)}.",
+                f"{choose(rng, ('I can see', 'The image contains', 'The picture shows'))} {object_inventory(scene)}.",
             )
         ]
     if context.captions:

@@ -48,7 +48,10 @@ def appearance(obj: SceneObject) -> str:
 
 
 def noun_phrase(obj: SceneObject) -> str:
-    """ "a large red striped circle", "a small sign reading K7", "a person"."""
+    """Indefinite phrase: "a large red striped circle", "a small sign reading K7", "a person"."""
+    if obj.crowd:
+        # A COCO crowd box covers many instances of its category at once.
+        return f"a group of {plural(appearance(obj))}"
     phrase = with_article(appearance(obj))
     if obj.text:
         phrase += f" reading {obj.text}"
@@ -72,7 +75,7 @@ def direction_phrase(a: SceneObject, b: SceneObject) -> str:
 
 
 def where(obj: SceneObject, scene: SceneView) -> str:
-    """ "in the top left" when the centre is clearly inside a grid cell, else a hedged "near the top left"."""
+    """Place phrase: "in the top left" when the centre is clearly in one grid cell, else "near the top left"."""
     region = clear_region(obj, scene.width, scene.height)
     if region is not None:
         return region.phrase
@@ -98,8 +101,8 @@ def reference(scene: SceneView, obj: SceneObject) -> str | None:
 
 
 def object_inventory(scene: SceneView) -> str:
-    """ "a red circle, two people and a sign reading K7": identical-looking objects are counted together."""
-    counts = Counter(noun_phrase(obj) if obj.text else appearance(obj) for obj in scene.objects)
+    """Inventory such as "a red circle, two people and a sign reading K7" (look-alikes counted together)."""
+    counts = Counter(noun_phrase(obj) if obj.text or obj.crowd else appearance(obj) for obj in scene.objects)
     parts = []
     for phrase, count in counts.items():
         if phrase.startswith(("a ", "an ")):

@@ -65,7 +65,8 @@ def largest_object(scene: SceneView, rng: random.Random) -> Turn | None:
 
 
 def removal_count(scene: SceneView, rng: random.Random) -> Turn | None:
-    """ "If every red object were removed, how many would be left?" (by colour, or by category for COCO)."""
+    """Counting under a condition: "If every red object were removed, how many would be left?" (by colour;
+    by category for COCO)."""
     if any(obj.crowd for obj in scene.objects) or len(scene.objects) < 2:
         return None
     groups: dict[str, list[SceneObject]] = defaultdict(list)

@@ -82,15 +82,17 @@ def _object_sentences(scene: SceneView, rng: random.Random) -> list[str]:
 
 
 def _relation_sentences(scene: SceneView, rng: random.Random) -> list[str]:
-    sentences = []
-    objects = list(scene.objects)
-    rng.shuffle(objects)
-    for i, a in enumerate(objects):
-        for b in objects[i + 1 :]:
+    sentences: list[str] = []
+    # Only referable objects can be related in words; computing references once keeps big COCO scenes fast.
+    named = [(obj, ref) for obj in scene.objects if (ref := reference(scene, obj)) is not None]
+    rng.shuffle(named)
+    for i, (a, ref_a) in enumerate(named):
+        for b, ref_b in named[i + 1 :]:
             word = clear_relation(a, b)
-            ref_a, ref_b = reference(scene, a), reference(scene, b)
-            if word and ref_a and ref_b and len(sentences) < MAX_DESCRIBED_RELATIONS:
+            if word:
                 sentences.append(f"{capitalize(ref_a)} is {relation_phrase(word)} {ref_b}.")
+            if len(sentences) == MAX_DESCRIBED_RELATIONS:
+                return sentences
     return sentences
 
 
@@ -106,7 +108,7 @@ def describe_scene(context: TeacherContext, rng: random.Random) -> str | None:
     count = len(scene.objects)
     noun = "object" if count == 1 else "objects"
     opener = choose(rng, ("In total the image holds", "Altogether there are", "The scene contains"))
-    sentences.append(f"{opener} {number_word(count)} annotated {noun}: {object_inventory(scene)}.")
+    sentences.append(f"{opener} {number_word(count)} {noun}: {object_inventory(scene)}.")
     sentences += _object_sentences(scene, rng)
     sentences += _relation_sentences(scene, rng)
     if count >= 2:
