@@ -251,7 +251,7 @@ def load_pil_image(image: Image.Image, limits: ImageLimits, *, source: str = "<P
     """Validate and normalise an already-opened PIL image (e.g. from a UI component) like decoded bytes.
 
     The byte limit cannot apply, but the pixel limit, format list, frame, orientation and mode rules do.
-    The caller's image is not modified.
+    The caller's image is not copied over or converted in place; an animation is left on its first frame.
     """
     fmt = image.format
     if fmt is not None and fmt not in limits.allowed_formats:
