@@ -41,6 +41,7 @@ __all__ = [
     "QUESTION_CATEGORIES",
     "SceneObject",
     "SceneView",
+    "detail_questions",
     "grid_position",
     "multiple_choice_questions",
     "relation",
@@ -100,6 +101,7 @@ class _Candidate:
 
     qa: QA
     distractors: tuple[str, ...]
+    target: SceneObject | None = None  # the object asked about, for questions about one object
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -155,7 +157,7 @@ def _color_candidates(scene: SceneView, rng: random.Random) -> list[_Candidate]:
         ref = _pick(_references(scene, obj, avoid="color"), rng)
         if ref is not None:
             distractors = tuple(c for c in COLOR_NAMES if c != obj.color)
-            out.append(_Candidate(QA(f"What color is {ref}?", obj.color, "color"), distractors))
+            out.append(_Candidate(QA(f"What color is {ref}?", obj.color, "color"), distractors, obj))
     return out
 
 
@@ -251,7 +253,7 @@ def _text_candidates(scene: SceneView, rng: random.Random) -> list[_Candidate]:
         ref = _pick(_references(scene, obj, avoid="text"), rng)
         if ref is not None:
             qa = QA(f"What is written on {ref}?", obj.text, "text")
-            out.append(_Candidate(qa, _code_distractors(obj.text, rng)))
+            out.append(_Candidate(qa, _code_distractors(obj.text, rng), obj))
     return out
 
 
@@ -272,6 +274,18 @@ def short_answer_questions(scene: SceneView, rng: random.Random) -> list[QA]:
     position, text). ``rng`` only chooses among equally valid phrasings. Answers are single words or phrases:
     a palette colour, a shape name, digits, a grid position ("top left"), or a sign's code."""
     return [candidate.qa for candidate in _candidates(scene, rng, relations=False)]
+
+
+def detail_questions(scene: SceneView, rng: random.Random, max_object_side: float) -> list[QA]:
+    """Small-detail questions: what every sign says, and the colour of objects whose longer box side is at
+    most ``max_object_side`` pixels. Meant for high-resolution scenes whose details vanish when downscaled."""
+    out = []
+    for candidate in _color_candidates(scene, rng) + _text_candidates(scene, rng):
+        target = candidate.target
+        assert target is not None  # colour and text candidates always name their object
+        if candidate.qa.category == "text" or max(target.bbox[2], target.bbox[3]) <= max_object_side:
+            out.append(candidate.qa)
+    return out
 
 
 def multiple_choice_questions(
