@@ -198,3 +198,25 @@ def test_teacher_context_vocabulary_feeds_negative_questions(tmp_path: Path) -> 
         answers += [t.answer for t in output.conversations[0].turns if t.answer.startswith("No, there is no")]
     # Negative existence answers only ever name categories absent from image 3 (which holds one car).
     assert answers and all("car" not in a.split() for a in answers)
+
+
+def test_every_questions_module_fact_is_rephrased_keeping_its_answer(tmp_path: Path) -> None:
+    """Guards the coupling to the questions module's phrasing: a new or changed template must be handled."""
+    import random
+
+    from trainer.data_engine.rule_conversation import rephrase
+    from trainer.synthworld.questions import short_answer_questions
+
+    captions, instances, images = write_coco_sample(tmp_path, synthworld=True)
+    dataset = load_coco(captions, instances, images)
+    seen = set()
+    for image in dataset.images:
+        scene = teacher_context(image, dataset, seed=0).scene
+        for qa in short_answer_questions(scene, random.Random(0)):
+            if qa.category == "count":
+                continue  # counts get their own full-sentence turns
+            turn = rephrase(qa, random.Random(1))
+            assert turn is not None, qa.question
+            assert qa.answer in turn.answer
+            seen.add(qa.category)
+    assert seen == {"color", "shape", "position", "text"}
