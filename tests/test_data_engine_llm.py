@@ -272,3 +272,27 @@ def test_endpoint_forms_and_config_validation() -> None:
     with pytest.raises(ValueError, match="max_retries"):
         LLMClientConfig(endpoint="http://h", model="m", max_retries=-1)
     assert LLMClientConfig.tiny().max_retries == 2
+
+
+def test_cli_with_llm_teacher(
+    tmp_path: Path, server: FakeChatServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trainer.data_engine.cli import main
+
+    captions, instances, images = write_coco_sample(tmp_path)
+    out = tmp_path / "cli.json"
+    common = ["build", "--captions", str(captions), "--instances", str(instances), "--images", str(images),
+              "--out", str(out), "--types", "detail,complex", "--limit", "2"]  # fmt: skip
+    assert (
+        main([*common, "--teacher", "llm", "--endpoint", server.url, "--api-key", "k", "--workers", "2"]) == 0
+    )
+    assert "detail: 2" in capsys.readouterr().out
+    assert {r["id"] for r in json.loads(out.read_text())} == {
+        "1_detail",
+        "1_complex",
+        "2_detail",
+        "2_complex",
+    }
+    assert {h["Authorization"] for h in server.headers} == {"Bearer k"}
+    assert main([*common, "--teacher", "llm"]) == 2
+    assert "--teacher llm needs --endpoint" in capsys.readouterr().err
