@@ -151,3 +151,34 @@ def load_tokenizer(tok_dir: str | os.PathLike[str]) -> PreTrainedTokenizerFast:
         if tok.convert_tokens_to_ids(token) != expected_id:
             raise TokenizerLoadError(f"{path}: special token {token!r} does not have id {expected_id}")
     return tok
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from trainer.foundation.corpus import iter_world_documents
+
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.foundation.tokenizer",
+        description="Train the SynthWorld byte-level BPE tokenizer on a world's training text.",
+    )
+    parser.add_argument("--world", type=Path, required=True, help="SynthWorld directory (has manifest.json)")
+    parser.add_argument(
+        "--extra-json",
+        type=Path,
+        action="append",
+        default=[],
+        help="LLaVA conversation JSON to include (repeatable)",
+    )
+    parser.add_argument("--vocab-size", type=int, default=2048, help="target vocabulary size (default 2048)")
+    parser.add_argument("--out", type=Path, required=True, help="output tokenizer directory")
+    args = parser.parse_args(argv)
+    texts = (doc.text for doc in iter_world_documents(args.world, args.extra_json))
+    tok = train_tokenizer(texts, vocab_size=args.vocab_size)
+    save_tokenizer(tok, args.out)
+    print(f"tokenizer: {len(tok)} tokens -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
