@@ -108,7 +108,7 @@ class AnyResConfig:
     def tiny(cls) -> AnyResConfig:
         """LLaVA-1.6 grids at tile 32 / patch 8 (4x4 = 16 patches per tile), for in-process test models.
 
-        Expected: a 32x32 image picks 32x64 (first tie) and takes 16 + 8 * 5 = 56 tokens ("default", CLS).
+        Expected: a 32x32 image picks 32x64 (first tie), unpads to 4x4 and takes 16 + 4 * 5 = 36 tokens.
         """
         return cls.llava_1_6(tile=32, patch=8)
 
