@@ -1,0 +1,273 @@
+"""Contrastive training of the tiny SynthWorld CLIP on a world's web pool, on a wall-clock budget.
+
+    python -m trainer.foundation.clip_train --world DIR --tokenizer DIR --out DIR [--preset default] \
+        [--max-minutes 7] [--seed 0]
+
+Recipe (``default`` preset): <= 7 minutes on 2 CPU cores, the whole command included (setup, training, the
+held-out retrieval check and the atomic save). The output is an open_clip ``local-dir:`` model directory (see
+``tiny_clip.save_open_clip_dir``) with the training metrics under ``"training"`` in ``open_clip_config.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from open_clip.loss import ClipLoss
+from tqdm import tqdm
+
+from trainer.foundation.clip_data import (
+    POOL_RELATIVE_PATH,
+    PoolPair,
+    PoolPairsDataset,
+    make_loader,
+    read_pool,
+    split_pairs,
+    train_transform,
+)
+from trainer.foundation.clip_schedule import lr_at, param_groups, retrieval_recall_at_1, run_progress
+from trainer.foundation.tiny_clip import (
+    TinyClipConfig,
+    count_parameters,
+    create_tiny_clip,
+    save_open_clip_dir,
+)
+
+# Time kept back from --max-minutes for the final retrieval check and the save (measured: a few seconds).
+FINAL_RESERVE_S = 10.0
+# open_clip clamps the learned temperature at 100 so logits cannot blow up.
+MAX_LOGIT_SCALE = math.log(100)
+
+
+@dataclass(frozen=True)
+class ClipTrainConfig:
+    """Optimisation recipe. ``tiny()`` is a seconds-long smoke run; ``default()`` the 7-minute CPU recipe."""
+
+    model_preset: str = "default"
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.05
+    max_minutes: float = 7.0
+    # Optional step cap (None: the time budget alone decides); tests use it for determinism.
+    max_steps: int | None = None
+    val_count: int = 256
+    min_crop_scale: float = 0.8
+    num_workers: int = 1
+    torch_threads: int = 2
+    seed: int = 0
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        TinyClipConfig.from_preset(self.model_preset)  # raises on an unknown preset
+        if self.batch_size < 2:
+            raise ValueError("ClipTrainConfig.batch_size must be >= 2 (contrastive loss needs negatives)")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError("ClipTrainConfig.lr must be > 0 and weight_decay >= 0")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("ClipTrainConfig.min_lr_ratio must be in [0, 1]")
+        if self.max_minutes <= 0:
+            raise ValueError("ClipTrainConfig.max_minutes must be positive")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise ValueError("ClipTrainConfig.max_steps must be positive or None")
+        if self.warmup_steps < 0 or self.val_count < 0 or self.num_workers < 0 or self.torch_threads < 1:
+            raise ValueError(
+                "ClipTrainConfig: warmup_steps/val_count/num_workers must be >= 0, torch_threads >= 1"
+            )
+        if not 0 < self.min_crop_scale <= 1:
+            raise ValueError("ClipTrainConfig.min_crop_scale must be in (0, 1]")
+        if self.val_count and self.val_count < 2:
+            raise ValueError("ClipTrainConfig.val_count must be 0 or >= 2 (recall@1 needs distractors)")
+
+    @classmethod
+    def tiny(cls) -> ClipTrainConfig:
+        return cls(
+            model_preset="tiny", batch_size=16, warmup_steps=5, max_minutes=0.5, val_count=16, log_every=5
+        )
+
+    @classmethod
+    def default(cls) -> ClipTrainConfig:
+        return cls()
+
+
+def _batches_forever(loader: Any):
+    while True:
+        yield from loader
+
+
+def _tokenize_captions(tokenizer: Any, pairs: list[PoolPair], chunk: int = 4096) -> torch.Tensor:
+    parts = [tokenizer([p.caption for p in pairs[i : i + chunk]]) for i in range(0, len(pairs), chunk)]
+    return torch.cat(parts).long()  # [N, L]
+
+
+@torch.no_grad()
+def held_out_recall(model: torch.nn.Module, dataset: PoolPairsDataset, batch_size: int) -> dict[str, float]:
+    """Recall@1 on held-out pool pairs (val transform, no augmentation)."""
+    model.eval()
+    image_feats, text_feats = [], []
+    for images, ids in make_loader(
+        dataset, batch_size=batch_size, num_workers=0, seed=0, shuffle=False, drop_last=False
+    ):
+        image_feats.append(model.encode_image(images))
+        text_feats.append(model.encode_text(ids))
+    return retrieval_recall_at_1(torch.cat(image_feats), torch.cat(text_feats))
+
+
+def train_clip(
+    world: Path,
+    tokenizer_dir: Path,
+    out_dir: Path,
+    cfg: ClipTrainConfig,
+    *,
+    started_at: float | None = None,
+    progress_bar: bool = True,
+) -> dict[str, Any]:
+    """Train, evaluate held-out recall@1, save the model directory; return the metrics written with it."""
+    started_at = time.monotonic() if started_at is None else started_at
+    torch.set_num_threads(cfg.torch_threads)
+    torch.manual_seed(cfg.seed)
+    model_cfg = TinyClipConfig.from_preset(cfg.model_preset)
+    model, _, val_transform, tokenizer = create_tiny_clip(model_cfg, tokenizer_dir, seed=cfg.seed)
+
+    pairs = read_pool(world / POOL_RELATIVE_PATH)
+    train_pairs, val_pairs = split_pairs(pairs, min(cfg.val_count, len(pairs) // 5), cfg.seed)
+    if len(train_pairs) < cfg.batch_size:
+        raise ValueError(
+            f"{world / POOL_RELATIVE_PATH}: {len(train_pairs)} training pairs < batch size {cfg.batch_size}"
+        )
+    augment = train_transform(
+        model_cfg.image_size, model_cfg.image_mean, model_cfg.image_std, min_scale=cfg.min_crop_scale
+    )
+    train_set = PoolPairsDataset(train_pairs, _tokenize_captions(tokenizer, train_pairs), augment)
+    loader = make_loader(train_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers, seed=cfg.seed)
+
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=1e-6)
+    loss_fn = ClipLoss()
+    budget_s = max(1.0, cfg.max_minutes * 60 - FINAL_RESERVE_S - (time.monotonic() - started_at))
+    train_started = time.monotonic()
+    history: list[dict[str, float]] = []
+    step, seen, ema_loss = 0, 0, None
+    bar = tqdm(total=cfg.max_steps, desc="clip", unit="step", disable=not progress_bar)
+    model.train()
+    for images, ids in _batches_forever(loader):
+        elapsed = time.monotonic() - train_started
+        progress = run_progress(step, cfg.max_steps, elapsed, budget_s)
+        if progress >= 1.0:
+            break
+        lr = lr_at(
+            step, progress, base_lr=cfg.lr, warmup_steps=cfg.warmup_steps, min_lr_ratio=cfg.min_lr_ratio
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        image_features, text_features, logit_scale = model(images, ids)
+        loss = loss_fn(image_features, text_features, logit_scale)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"CLIP loss became {loss.item()} at step {step} (lr {lr:.2e})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        step += 1
+        seen += images.shape[0]
+        ema_loss = loss.item() if ema_loss is None else 0.9 * ema_loss + 0.1 * loss.item()
+        if step % cfg.log_every == 0 or step == 1:
+            with torch.no_grad():
+                batch_acc = (
+                    (image_features @ text_features.T).argmax(1).eq(torch.arange(len(ids))).float().mean()
+                )
+            history.append(
+                {"step": step, "loss": round(loss.item(), 4), "lr": lr, "batch_i2t_acc": round(batch_acc.item(), 4),
+                 "logit_scale": round(model.logit_scale.exp().item(), 3), "elapsed_s": round(elapsed, 1)}
+            )  # fmt: skip
+        bar.update(1)
+        bar.set_postfix(loss=f"{ema_loss:.3f}", lr=f"{lr:.1e}")
+    bar.close()
+    train_seconds = time.monotonic() - train_started
+
+    recall: dict[str, float] = {}
+    if val_pairs:
+        val_set = PoolPairsDataset(val_pairs, _tokenize_captions(tokenizer, val_pairs), val_transform)
+        recall = held_out_recall(model, val_set, cfg.batch_size)
+    metrics = {
+        "config": asdict(cfg),
+        "params": count_parameters(model),
+        "train_pairs": len(train_pairs),
+        "val_pairs": len(val_pairs),
+        "steps": step,
+        "samples_seen": seen,
+        "epochs": round(seen / len(train_pairs), 3),
+        "train_seconds": round(train_seconds, 1),
+        "samples_per_second": round(seen / max(train_seconds, 1e-9), 1),
+        "final_loss_ema": None if ema_loss is None else round(ema_loss, 4),
+        "held_out_recall_at_1": recall,
+        "history": history,
+    }
+    model.eval()
+    save_open_clip_dir(model, model_cfg, out_dir, tokenizer_dir=tokenizer_dir, extra={"training": metrics})
+    metrics["total_seconds"] = round(time.monotonic() - started_at, 1)
+    return metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.foundation.clip_train",
+        description="Train the tiny SynthWorld CLIP (open_clip) contrastively on a world's web pool.",
+    )
+    parser.add_argument(
+        "--world", type=Path, required=True, help="SynthWorld directory (reads pool/pool.parquet)"
+    )
+    parser.add_argument("--tokenizer", type=Path, required=True, help="SynthWorld tokenizer directory")
+    parser.add_argument("--out", type=Path, required=True, help="output open_clip model directory")
+    parser.add_argument(
+        "--preset", choices=("tiny", "default"), default="default", help="model + recipe preset"
+    )
+    parser.add_argument(
+        "--max-minutes", type=float, default=None, help="wall-clock budget for the whole command"
+    )
+    parser.add_argument("--max-steps", type=int, default=None, help="optional cap on optimiser steps")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--num-workers", type=int, default=None, help="image-decoding DataLoader workers")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true", help="disable the tqdm bar")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ClipTrainConfig:
+    cfg = ClipTrainConfig.tiny() if args.preset == "tiny" else ClipTrainConfig.default()
+    overrides = {
+        "max_minutes": args.max_minutes,
+        "max_steps": args.max_steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "num_workers": args.num_workers,
+    }
+    return replace(cfg, seed=args.seed, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def main(argv: list[str] | None = None) -> int:
+    started_at = time.monotonic()
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    metrics = train_clip(
+        args.world, args.tokenizer, args.out, cfg, started_at=started_at, progress_bar=not args.no_progress
+    )
+    recall = metrics["held_out_recall_at_1"]
+    print(
+        f"clip: {metrics['params']['total']:,} params, {metrics['steps']} steps, {metrics['epochs']} epochs in "
+        f"{metrics['train_seconds']} s ({metrics['samples_per_second']} pairs/s); held-out R@1 {recall}; "
+        f"saved {args.out} ({metrics['total_seconds']} s total)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
