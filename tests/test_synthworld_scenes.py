@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from trainer.synthworld import bitmap_font
-from trainer.synthworld.captions import NUMBER_WORDS, scene_captions
-from trainer.synthworld.concepts import COLORS, SHAPES, SIGN, SPECIES, SPECIES_BY_NAME, plural
+from trainer.synthworld.captions import NUMBER_WORDS, scene_captions, unsupported_words
+from trainer.synthworld.concepts import COLORS, SHAPES, SIGN, SPECIES, plural
 from trainer.synthworld.config import WorldConfig
 from trainer.synthworld.geometry import unit_parts
 from trainer.synthworld.render import encode_png, render_background, shape_mask
@@ -22,27 +22,6 @@ from trainer.synthworld.world import species_plan
 
 TINY = WorldConfig.preset("tiny")
 SHAPE_WORDS = {word: shape for shape in (*SHAPES, SIGN) for word in (shape, plural(shape))}
-
-
-def caption_violations(caption: str, objects) -> list[str]:
-    """Shape/colour/species/code words in ``caption`` that the objects do not justify."""
-    categories = {obj.category for obj in objects}
-    colors = {obj.color for obj in objects if obj.color}
-    colors |= {SPECIES_BY_NAME[obj.species].marking for obj in objects if obj.species}
-    species = {obj.species for obj in objects if obj.species}
-    codes = {obj.text for obj in objects if obj.text}
-    bad = []
-    for word in re.findall(r"[A-Za-z0-9]+", caption):
-        low = word.lower()
-        if low in SHAPE_WORDS and SHAPE_WORDS[low] not in categories:
-            bad.append(word)
-        if low in COLORS and low not in colors:
-            bad.append(word)
-        if low in SPECIES_BY_NAME and low not in species:
-            bad.append(word)
-        if word.isupper() and len(word) in (2, 3) and word not in codes and word != "IMG":
-            bad.append(word)
-    return bad
 
 
 def test_shapes_fill_their_unit_box_exactly() -> None:
@@ -100,7 +79,7 @@ def test_captions_mention_only_present_objects_and_true_counts() -> None:
         )
         assert len(captions) == 5 and len(set(captions)) == 5
         for caption in captions:
-            assert caption_violations(caption, spec.objects) == [], caption
+            assert unsupported_words(caption, spec.objects) == [], caption
             for number, noun in count_phrase.findall(caption):
                 if noun in SHAPE_WORDS:
                     actual = sum(obj.category == SHAPE_WORDS[noun] for obj in spec.objects)
@@ -110,7 +89,14 @@ def test_captions_mention_only_present_objects_and_true_counts() -> None:
 def test_caption_checker_catches_absent_words() -> None:
     spec = sample_scene(random.Random(0), TINY, False)
     absent_shape = next(s for s in SHAPES if s not in {obj.category for obj in spec.objects})
-    assert caption_violations(f"A {absent_shape}.", spec.objects) == [absent_shape]
+    absent_color = next(c for c in COLORS if c not in {obj.color for obj in spec.objects})
+    caption = (
+        f"A {absent_shape}, two {plural(absent_shape)}, a {absent_color} thing, a vorn and a sign reading ZZ."
+    )
+    expected = [absent_shape, plural(absent_shape), absent_color]
+    expected += [w for w in ("vorn",) if all(o.species != "vorn" for o in spec.objects)]
+    expected += [w for w in ("sign",) if all(o.category != SIGN for o in spec.objects)] + ["ZZ"]
+    assert sorted(unsupported_words(caption, spec.objects)) == sorted(expected)
 
 
 def test_task_images_show_their_class_and_distractors_differ() -> None:

@@ -7,9 +7,12 @@ with non-palette words (light/dark, plain/gradient/textured/grainy) so no captio
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
+from collections.abc import Iterable
+from typing import Protocol
 
-from trainer.synthworld.concepts import SIGN, SPECIES_BY_NAME, plural, with_article
+from trainer.synthworld.concepts import COLORS, SHAPES, SIGN, SPECIES_BY_NAME, plural, with_article
 from trainer.synthworld.placed import PlacedObject, scene_view
 from trainer.synthworld.render import Background
 from trainer.synthworld.spatial import clear_region, clear_relation
@@ -148,3 +151,36 @@ def scene_captions(
         raise RuntimeError(f"could only phrase {len(captions)} distinct captions, need {n}")
     picked = captions[:2] + rng.sample(captions[2:], n - 2) if n > 2 else captions[:n]
     return picked
+
+
+class _Described(Protocol):
+    category: str
+    color: str | None
+    species: str | None
+    text: str | None
+
+
+_CATEGORY_WORDS = {word: name for name in (*SHAPES, SIGN) for word in (name, plural(name))}
+
+
+def unsupported_words(caption: str, objects: Iterable[_Described]) -> list[str]:
+    """Words of ``caption`` naming a shape, sign, colour, species or 2-3 character code that none of
+    ``objects`` justifies (colours count if they are a body colour or a present species' marking colour).
+    An empty list means the caption mentions only present things; usable on any generated text."""
+    objects = list(objects)
+    categories = {obj.category for obj in objects}
+    colors = {obj.color for obj in objects if obj.color}
+    colors |= {SPECIES_BY_NAME[obj.species].marking for obj in objects if obj.species in SPECIES_BY_NAME}
+    species = {obj.species for obj in objects if obj.species}
+    codes = {obj.text for obj in objects if obj.text}
+    bad = []
+    for word in re.findall(r"[A-Za-z0-9]+", caption):
+        low = word.lower()
+        if (
+            (low in _CATEGORY_WORDS and _CATEGORY_WORDS[low] not in categories)
+            or (low in COLORS and low not in colors)
+            or (low in SPECIES_BY_NAME and low not in species)
+            or (word.isupper() and len(word) in (2, 3) and word not in codes and word != "IMG")
+        ):
+            bad.append(word)
+    return bad
