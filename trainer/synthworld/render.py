@@ -100,7 +100,7 @@ def _draw_pattern(tile: Image.Image, pattern: str, ink: RGB, bold: bool) -> None
     side = min(width, height)
     if pattern == "striped":
         period = max(4, round(side / 5))
-        line = max(1, round(period * (0.5 if bold else 0.35)))
+        line = max(1, round(period * (0.33 if bold else 0.25)))
         for k in range(0, width + height, period):
             draw.line((k, 0, k - height, height), fill=ink, width=line)
     elif pattern == "dotted":
