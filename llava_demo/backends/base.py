@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -145,15 +145,39 @@ class SamplingParams:
 class CancelToken:
     """A flag a caller sets to stop a generation; safe to share between threads.
 
-    Backends check it between tokens (local) or between stream chunks (HTTP) and then end the stream with
-    ``finish_reason="cancelled"``. Cancelling twice is harmless; a token cannot be reset, use a new one.
+    Backends check it between tokens (local) or register a callback that closes their HTTP stream (remote)
+    and then end the stream with ``finish_reason="cancelled"``. Cancelling twice is harmless; a token cannot
+    be reset, use a new one.
     """
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
 
     def cancel(self) -> None:
-        self._event.set()
+        with self._lock:
+            self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def add_callback(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Run ``callback`` (in the cancelling thread) when cancelled, at once if already cancelled.
+
+        Returns a function that unregisters it; call that when the work is over.
+        """
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(callback)
+                return lambda: self._remove(callback)
+        callback()
+        return lambda: None
+
+    def _remove(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
 
     @property
     def cancelled(self) -> bool:
