@@ -1,0 +1,195 @@
+"""Evaluate a chat model on the SynthWorld held-out sets.
+
+    python -m trainer.eval llava --json                      # embedded model, default world, quick limits
+    python -m trainer.eval llava --model DIR --world DIR --limit 100 --out report.json --predictions p.jsonl
+
+Prints a JSON object (``--json``) or a short table with ``short_answer_accuracy``, ``yes_no_f1``,
+``multiple_choice_accuracy``, ``small_detail_accuracy``, per-category breakdowns, answer lengths, counts,
+the model and the seconds taken. See docs/eval.md for the metrics' exact rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from trainer.atomic import OutputNotWritableError, atomic_write_json, atomic_write_text
+from trainer.llava.eval_data import EVAL_SET_NAMES, SPLITS, EvalDataError
+from trainer.llava.eval_run import Answerer, BackendAnswerer, EvalConfig, run_eval
+
+DEFAULT_MODEL_PRESET = "synthworld-llava-next"
+DEFAULT_WORLD_PRESET = "default"
+DEFAULT_WORLD_SEED = 0
+
+
+class EvalCliError(RuntimeError):
+    """A user-facing failure: printed as one line, exit code 2."""
+
+
+def default_world() -> Path:
+    """The recipe's default world (``.cache/synthworld/default-seed0``), generated on first use."""
+    from trainer.recipe import world_cache_dir
+
+    world = world_cache_dir(DEFAULT_WORLD_PRESET, DEFAULT_WORLD_SEED)
+    if not (world / "manifest.json").is_file():
+        from trainer.synthworld.config import WorldConfig
+        from trainer.synthworld.world import generate_world
+
+        print(
+            f"SynthWorld world {world} is missing; generating it (about 1-2 minutes, once)", file=sys.stderr
+        )
+        config = WorldConfig.preset(DEFAULT_WORLD_PRESET)
+        generate_world(world, config, seed=DEFAULT_WORLD_SEED, workers=min(2, os.cpu_count() or 1))
+    return world
+
+
+def resolve_checkpoint(model: str) -> tuple[str, str]:
+    """(display name, checkpoint) for a preset name or a directory; a missing embedded model says how to
+    build it instead of failing inside transformers."""
+    from llava_demo.presets import PresetError, UnknownModelError, resolve_model
+
+    try:
+        resolved = resolve_model(model)
+    except (PresetError, UnknownModelError) as exc:
+        raise EvalCliError(str(exc)) from exc
+    if resolved.source == "local" and not Path(resolved.checkpoint).is_dir():
+        raise EvalCliError(
+            f"model {resolved.name!r} is not built yet: {resolved.checkpoint} does not exist. Build the "
+            f"embedded SynthWorld LLaVA-NeXT with its recipe (`python -m trainer.recipe --help`), or pass "
+            f"--model DIR with an exported LlavaNext directory"
+        )
+    return resolved.name, resolved.checkpoint
+
+
+def make_answerer(model: str) -> Answerer:
+    """The in-process transformers backend (``make_backend("local", ...)``) behind ``BackendAnswerer``."""
+    from llava_demo.backends import BackendError, make_backend
+
+    try:
+        return BackendAnswerer(make_backend("local", model))
+    except ModuleNotFoundError as exc:
+        raise EvalCliError(f"the local chat backend is not available ({exc})") from exc
+    except (BackendError, OSError, ValueError) as exc:
+        raise EvalCliError(f"cannot load model {model!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer.eval", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    llava = commands.add_parser("llava", help="LLaVA chat model on the SynthWorld vqa/pope/mc/detail sets")
+    llava.add_argument(
+        "--model", default=None, help=f"preset name or model directory (default: {DEFAULT_MODEL_PRESET})"
+    )
+    llava.add_argument(
+        "--world",
+        type=Path,
+        default=None,
+        help="SynthWorld directory (default: .cache/synthworld/default-seed0)",
+    )
+    llava.add_argument(
+        "--split", choices=SPLITS, default="test", help="test: held-out sets; train: built from train scenes"
+    )
+    size = llava.add_mutually_exclusive_group()
+    size.add_argument(
+        "--limit", type=int, default=None, help="questions per set (default 60: the 2-minute budget)"
+    )
+    size.add_argument("--all", action="store_true", help="every question of every set")
+    llava.add_argument("--sets", default=",".join(EVAL_SET_NAMES), help="comma-separated subset of the sets")
+    llava.add_argument("--descriptions", type=int, default=None, help="detailed-description probes (0 skips)")
+    llava.add_argument(
+        "--max-new-tokens", type=int, default=None, help="new-token cap for short answers (16)"
+    )
+    llava.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    llava.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    llava.add_argument("--out", type=Path, default=None, help="also write the JSON report here (atomically)")
+    llava.add_argument("--predictions", type=Path, default=None, help="write every answer as JSONL here")
+    llava.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> EvalConfig:
+    overrides: dict[str, Any] = {
+        "split": args.split,
+        "sets": tuple(s.strip() for s in args.sets.split(",") if s.strip()),
+    }
+    if args.limit is not None:
+        overrides["limit"] = args.limit
+    if args.descriptions is not None:
+        overrides["description_images"] = args.descriptions
+    if args.max_new_tokens is not None:
+        overrides["short_max_new_tokens"] = args.max_new_tokens
+    try:
+        return EvalConfig.full(**overrides) if args.all else EvalConfig.quick(**overrides)
+    except ValueError as exc:
+        raise EvalCliError(f"bad options: {exc}") from exc
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A human-readable summary: headline numbers, then each set's per-category scores."""
+    lines = [
+        f"model {report['model']} ({report['model_path']}), {report['split']} split, {report['seconds']:.1f} s"
+    ]
+    for key in ("short_answer_accuracy", "yes_no_f1", "multiple_choice_accuracy", "small_detail_accuracy"):
+        value = report[key]
+        lines.append(f"  {key:28} {'-' if value is None else f'{value:.3f}'}")
+    for key in ("answers_at_most_3_words", "description_mean_words"):
+        value = report[key]
+        lines.append(f"  {key:28} {'-' if value is None else f'{value:.2f}'}")
+    for name, summary in report["sets"].items():
+        score = "f1" if name == "pope" else "accuracy"
+        parts = [f"{cat} {s[score]:.2f} (n={s['n']})" for cat, s in summary["by_category"].items()]
+        lines.append(f"  {name:6} {score} by category: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def run_llava(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    config = config_from_args(args)
+    name, checkpoint = resolve_checkpoint(args.model or DEFAULT_MODEL_PRESET)
+    if args.world is not None and not args.world.is_dir():
+        raise EvalCliError(f"--world {args.world} does not exist")
+    world = args.world if args.world is not None else default_world()
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    load_start = time.perf_counter()
+    answerer = make_answerer(args.model or DEFAULT_MODEL_PRESET)
+    load_seconds = time.perf_counter() - load_start
+    try:
+        result = run_eval(answerer, world, config, progress=not args.no_progress)
+    except EvalDataError as exc:
+        raise EvalCliError(str(exc)) from exc
+    report = {"model": name, "model_path": checkpoint, **result.report}
+    report["load_seconds"] = load_seconds
+    report["eval_seconds"] = report.pop("seconds")
+    report["seconds"] = time.perf_counter() - started
+    if args.predictions is not None:
+        lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in result.predictions)
+        atomic_write_text(args.predictions, lines)
+    if args.out is not None:
+        atomic_write_json(args.out, report)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = run_llava(args)
+    except (EvalCliError, OutputNotWritableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=1) if args.json else format_table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
