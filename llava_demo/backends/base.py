@@ -361,7 +361,8 @@ def check_conversation(conversation: Conversation) -> None:
 def make_backend(kind: BackendKind, model: str, **options: Any) -> ChatBackend:
     """Build a backend. ``model`` is a preset name, a checkpoint path or id (``local``), or the served model
     name (``sglang`` / ``openai``). ``options`` are the fields of that kind's config dataclass:
-    ``LocalBackendConfig``, ``SGLangBackendConfig`` or ``OpenAICompatConfig``; unknown ones are an error.
+    ``LocalBackendConfig``, ``SGLangBackendConfig`` (plus the ``SGLangLaunchConfig`` fields, e.g. ``port``,
+    ``tp``, when launching) or ``OpenAICompatConfig``; unknown ones are a ``ValueError``.
     """
     # Imported here so that, e.g., the openai kind never imports torch/transformers.
     if kind == "local":
@@ -371,7 +372,7 @@ def make_backend(kind: BackendKind, model: str, **options: Any) -> ChatBackend:
     if kind == "sglang":
         from llava_demo.backends.sglang import SGLangBackend, SGLangBackendConfig
 
-        return SGLangBackend.start(model, _config(SGLangBackendConfig, kind, options))
+        return SGLangBackend.start(model, SGLangBackendConfig.from_options(**options))
     if kind == "openai":
         from llava_demo.backends.openai_compat import OpenAICompatBackend, OpenAICompatConfig
 
