@@ -191,7 +191,12 @@ def create_app(backend: ChatBackend, config: ServerConfig) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        return await _chat_completions(state, request)
+        try:
+            return await _chat_completions(state, request)
+        except ApiError as exc:
+            return error_response(exc)
+        except Exception as exc:  # noqa: BLE001 - answered here: Starlette's catch-all would re-raise it
+            return error_response(job_error(exc))
 
     add_info_routes(app, state)
     return app
