@@ -132,11 +132,11 @@ def preprocess(
     padded = torch.zeros(canvas.height, canvas.width, 3, dtype=torch.uint8)  # black letterbox
     padded[box.top : box.bottom, box.left : box.right] = fitted
     rows, cols, tile = canvas.height // cfg.tile, canvas.width // cfg.tile, cfg.tile
-    tiles = padded.view(rows, tile, cols, tile, 3).permute(0, 2, 4, 1, 3).reshape(rows * cols, 3, tile, tile)
+    tiles = padded.view(rows, tile, cols, tile, 3).permute(0, 2, 4, 1, 3)  # [rows, cols, 3, tile, tile] view
 
     values = torch.empty(1 + rows * cols, 3, tile, tile, dtype=torch.float32)
     values[0].copy_(base.permute(2, 0, 1))  # uint8 -> float32 on copy
-    values[1:].copy_(tiles)
+    values[1:].view(rows, cols, 3, tile, tile).copy_(tiles)  # row-major tiles, one strided copy
     return AnyResPixels(pixel_values=_normalize_(values, pixel_cfg), image_size_hw=(height, width))
 
 

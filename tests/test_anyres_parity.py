@@ -177,6 +177,31 @@ def test_the_two_resize_kernels_really_differ():
     assert 0.01 < difference < 0.1  # 1-3 uint8 levels, never more
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"resize_backend": "cv2"}, "resize_backend must be one of"),
+        ({"std": (0.5, 0.0, 0.5)}, "std must be positive"),
+        ({"mean": (0.5, 0.5)}, "need 3 values"),
+        ({"rescale_factor": 0}, "rescale_factor must be positive"),
+    ],
+)
+def test_pixel_config_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PixelConfig(**kwargs)
+
+
+def test_preprocess_and_batch_reject_bad_input():
+    with pytest.raises(TypeError, match="expected a PIL.Image.Image, got ndarray"):
+        preprocess(np.zeros((4, 4, 3), np.uint8), TINY)
+    with pytest.raises(ValueError, match="different tile sizes"):
+        batch_for_model(
+            [preprocess(_image((8, 8)), TINY), preprocess(_image((8, 8)), AnyResConfig.llava_1_6(64, 8))]
+        )
+    with pytest.raises(ValueError, match="at least one image"):
+        batch_for_model([])
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tokenizer) -> LlavaNextForConditionalGeneration:
     torch.manual_seed(0)
