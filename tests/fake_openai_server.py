@@ -20,9 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
+import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 STARTED = time.monotonic()
 
@@ -142,6 +147,51 @@ def make_handler(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
             self.wfile.flush()
 
     return Handler
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class FakeServer:
+    """This script as a subprocess on a fixed port, so a test can kill it and restart it there."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.port = free_port()
+        self.record = Path(tmp_path) / f"requests-{self.port}.jsonl"
+        self.args = args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> FakeServer:
+        argv = [sys.executable, __file__, "--port", str(self.port), "--record", str(self.record)]
+        self.process = subprocess.Popen([*argv, *self.args])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1):
+                    return self
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.05)
+        self.kill()
+        raise RuntimeError("the fake server did not start within 20 s")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def requests(self) -> list[dict]:
+        """The recorded request bodies (with their Authorization header), oldest first."""
+        if not self.record.exists():
+            return []
+        lines = [json.loads(line) for line in self.record.read_text().splitlines()]
+        return [line for line in lines if "request" in line]
 
 
 def main() -> None:

@@ -6,16 +6,11 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
-import httpx
 import pytest
+from fake_openai_server import FakeServer, free_port
 from PIL import Image
 
 from llava_demo.backends import (
@@ -33,51 +28,6 @@ from llava_demo.backends.openai_compat import OpenAICompatBackend, OpenAICompatC
 from llava_demo.backends.sse import iter_sse_data, parse_chunk
 from llava_demo.conversation import Conversation
 from llava_demo.image_input import to_data_url
-
-FAKE_SERVER = Path(__file__).with_name("fake_openai_server.py")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class FakeServer:
-    """The fake server as a subprocess on a fixed port, so it can be killed and restarted there."""
-
-    def __init__(self, tmp_path: Path, *args: str) -> None:
-        self.port = free_port()
-        self.record = tmp_path / f"requests-{self.port}.jsonl"
-        self.args = args
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> FakeServer:
-        argv = [sys.executable, str(FAKE_SERVER), "--port", str(self.port), "--record", str(self.record)]
-        self.process = subprocess.Popen([*argv, *self.args])
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise RuntimeError("fake server did not start")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def requests(self) -> list[dict]:
-        if not self.record.exists():
-            return []
-        lines = [json.loads(line) for line in self.record.read_text().splitlines()]
-        return [line for line in lines if "request" in line]
 
 
 @pytest.fixture
