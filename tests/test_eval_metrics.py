@@ -57,6 +57,10 @@ def test_yes_no_scores_per_category_and_macro_f1() -> None:
     assert by_category["adversarial"].f1 == pytest.approx(2 / 3)
     assert macro_f1(by_category) == pytest.approx((0.5 + 2 / 3) / 2)
     assert macro_f1({}) == 0.0
+    # A category with no "yes" reference has no F1 and stays out of the mean, even when answered perfectly.
+    only_no = yes_no_scores(["no"], ["no"])
+    assert only_no.f1 == 0.0
+    assert macro_f1({**by_category, "popular": only_no}) == pytest.approx((0.5 + 2 / 3) / 2)
 
 
 def test_yes_no_degenerate_cases_give_zero_not_nan() -> None:

@@ -144,8 +144,13 @@ def yes_no_scores_by_category(
 
 
 def macro_f1(by_category: dict[str, BinaryScores]) -> float:
-    """Mean F1 over categories: LLaVA-1.5 reports POPE as the F1 averaged over its three splits."""
-    return statistics.fmean(scores.f1 for scores in by_category.values()) if by_category else 0.0
+    """Mean F1 over categories: LLaVA-1.5 reports POPE as the F1 averaged over its three splits.
+
+    A category without a single "yes" reference has no F1 (precision and recall are 0/0, and even a perfect
+    model would score 0), so it is left out of the mean; that happens only on small ``--limit`` subsets.
+    """
+    defined = [scores.f1 for scores in by_category.values() if scores.tp + scores.fn > 0]
+    return statistics.fmean(defined) if defined else 0.0
 
 
 def choice_correct(
