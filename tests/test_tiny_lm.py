@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import time
 from dataclasses import replace
 
 import pyarrow as pa
@@ -15,7 +16,15 @@ from transformers import AutoModelForCausalLM
 
 from trainer.foundation.corpus import CorpusError, iter_world_documents, render_vicuna_v1
 from trainer.foundation.lm_data import join_documents, pack_blocks, split_heldout, unigram_perplexity
-from trainer.foundation.lm_pretrain import PretrainConfig, learning_rate_at, main, run_pretraining
+from trainer.foundation.lm_pretrain import (
+    PretrainConfig,
+    encode_stream,
+    learning_rate_at,
+    main,
+    pretrain,
+    resolve_precision,
+    run_pretraining,
+)
 from trainer.foundation.tiny_lm import TinyLMConfig, build_tiny_lm, count_parameters, llama_config
 from trainer.foundation.tokenizer import train_tokenizer
 
@@ -114,8 +123,11 @@ def test_contradictory_pretrain_configs_raise():
         replace(PretrainConfig.tiny(), warmup_steps=100, max_steps=100)
     with pytest.raises(ValueError, match="heldout_fraction"):
         replace(PretrainConfig.tiny(), heldout_fraction=0.0)
+    with pytest.raises(ValueError, match="precision"):
+        replace(PretrainConfig.tiny(), precision="fp16")
     with pytest.raises(ValueError, match="unknown"):
         TinyLMConfig.from_preset("huge")
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("auto") in ("fp32", "bf16")
 
 
 def test_learning_rate_schedule_hand_values():
@@ -138,6 +150,16 @@ def test_join_and_pack_hand_example():
     assert blocks.tolist() == [[5, 6, 2], [7, 2, 2]]  # ragged tail dropped
     assert pack_blocks([9, 2], 4).shape == (0, 4)
     assert pack_blocks([9, 2], 4, keep_short=True).tolist() == [[9, 2]]
+
+
+def test_encode_stream_matches_tokenizer_and_joins_with_eos(tok):
+    texts = [MEMORISED, "<image>\nWhat is A7?", "x</s>"]
+    expected = []
+    for text in texts:
+        ids = tok(text)["input_ids"]
+        expected += ids if ids[-1] == tok.eos_token_id else [*ids, tok.eos_token_id]
+    assert encode_stream(tok, texts, chunk=2) == expected
+    assert expected.count(tok.eos_token_id) == 3
 
 
 def test_split_is_by_content_and_deterministic():
@@ -175,6 +197,19 @@ def test_heldout_perplexity_far_below_unigram_on_structured_text():
     _, metrics = run_pretraining(texts, tok, TinyLMConfig.tiny(), cfg, show_progress=False)
     assert metrics["documents"]["heldout"] > 20
     assert metrics["heldout_perplexity"] < 0.3 * metrics["unigram_perplexity"]
+
+
+def test_time_budget_stops_training_and_bf16_still_learns(tok):
+    torch.set_num_threads(1)
+    blocks = pack_blocks(encode_stream(tok, CORPUS), 32)
+    cfg = replace(PretrainConfig.tiny(), max_steps=1_000_000, warmup_steps=5, precision="bf16")
+    torch.manual_seed(0)
+    model = build_tiny_lm(TinyLMConfig.tiny(), tok)
+    started = time.perf_counter()
+    result = pretrain(model, blocks, cfg, deadline=started + 1.5, show_progress=False)
+    assert time.perf_counter() - started < 5.0
+    assert 10 < result["steps"] < 1_000_000 and result["precision"] == "bf16"
+    assert result["loss_history"][-1]["loss"] < 0.5 * result["loss_history"][0]["loss"]
 
 
 def _greedy(model, tok, prompt: str, *, use_cache: bool) -> str:

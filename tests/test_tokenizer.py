@@ -109,6 +109,13 @@ def test_chat_template_system_message_and_finished_conversation(tok):
     assert ids[-1] == tok.eos_token_id and ids.count(IMAGE_TOKEN_ID) == 1
 
 
+def test_chat_template_empty_system_renders_no_system_block(tok):
+    messages = [{"role": "system", "content": ""}, {"role": "user", "content": "Q"}]
+    assert (
+        tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == "USER: Q ASSISTANT:"
+    )
+
+
 def test_chat_template_rejects_unknown_role(tok):
     with pytest.raises(Exception, match="role must be user or assistant"):
         tok.apply_chat_template([{"role": "tool", "content": "x"}], tokenize=False)

@@ -53,6 +53,9 @@ class PretrainConfig:
     eval_max_blocks: int = 64
     log_every: int = 10
     seed: int = 0
+    # "bf16" autocasts the training forward to bfloat16 (fp32 master weights, fp32 evaluation): ~1.7x faster
+    # steps on CPUs with native bf16 (AVX512-BF16/AMX), much slower elsewhere; "auto" picks by the CPU.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.block_size < 8:
@@ -65,6 +68,8 @@ class PretrainConfig:
             raise ValueError("learning_rate must be positive and min_lr_ratio in [0, 1]")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"max_minutes must be positive or None, got {self.max_minutes}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         if not 0 < self.heldout_fraction < 0.5:
             raise ValueError(f"heldout_fraction must be in (0, 0.5), got {self.heldout_fraction}")
 
@@ -84,6 +89,17 @@ class PretrainConfig:
         if name not in presets:
             raise ValueError(f"unknown pretraining preset {name!r}; choose one of {sorted(presets)}")
         return presets[name]()
+
+
+def resolve_precision(precision: str) -> str:
+    """'fp32' or 'bf16'; 'auto' is bf16 only where oneDNN reports native bf16 support."""
+    if precision != "auto":
+        return precision
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # op absent in this torch build: stay safe
+        native = False
+    return "bf16" if native else "fp32"
 
 
 def learning_rate_at(step: int, progress: float, cfg: PretrainConfig) -> float:
@@ -140,6 +156,7 @@ def pretrain(
         raise ValueError("no training blocks: the corpus is shorter than one block")
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = make_optimizer(model, cfg)
+    precision = resolve_precision(cfg.precision)
     start = time.perf_counter()
     budget_s = None if deadline is None else max(deadline - start, 1e-6)
     order = torch.randperm(train_blocks.shape[0], generator=generator)
@@ -159,7 +176,8 @@ def pretrain(
             order, cursor = torch.randperm(train_blocks.shape[0], generator=generator), 0
         batch = train_blocks[order[cursor : cursor + cfg.batch_size]]  # [B, T]
         cursor += cfg.batch_size
-        loss = model(input_ids=batch, labels=batch).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = model(input_ids=batch, labels=batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -174,6 +192,7 @@ def pretrain(
     model.eval()
     return {
         "steps": step,
+        "precision": precision,
         "tokens_seen": tokens,
         "train_seconds": round(time.perf_counter() - start, 1),
         "final_train_loss": history[-1]["loss"] if history else None,
@@ -181,10 +200,19 @@ def pretrain(
     }
 
 
-def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
-    if not texts:
-        return []
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+def encode_stream(tokenizer: PreTrainedTokenizerBase, texts: list[str], *, chunk: int = 4096) -> list[int]:
+    """All ``texts`` tokenized and joined with ``</s>`` into one stream.
+
+    Goes straight to the Rust tokenizer's ``encode_batch_fast`` (no offsets, ~2x faster than the
+    transformers wrapper on 100k documents) in chunks, so the Encoding objects of the whole corpus are never
+    alive at once; only the ids are kept. ``tests/test_tiny_lm.py`` pins it to ``tokenizer(text)``.
+    """
+    backend = tokenizer.backend_tokenizer
+    stream: list[int] = []
+    for start in range(0, len(texts), chunk):
+        encodings = backend.encode_batch_fast(texts[start : start + chunk], add_special_tokens=False)
+        stream.extend(join_documents((e.ids for e in encodings), tokenizer.eos_token_id))
+    return stream
 
 
 def run_pretraining(
@@ -204,11 +232,8 @@ def run_pretraining(
             f"{model_cfg.max_position_embeddings}"
         )
     train_texts, heldout_texts = split_heldout(texts, train_cfg.heldout_fraction)
-    eos = tokenizer.eos_token_id
-    train_blocks = pack_blocks(
-        join_documents(encode_texts(tokenizer, train_texts), eos), train_cfg.block_size
-    )
-    heldout_stream = join_documents(encode_texts(tokenizer, heldout_texts), eos)
+    train_blocks = pack_blocks(encode_stream(tokenizer, train_texts), train_cfg.block_size)
+    heldout_stream = encode_stream(tokenizer, heldout_texts)
     heldout_blocks = pack_blocks(heldout_stream, train_cfg.block_size, keep_short=True)[
         : train_cfg.eval_max_blocks
     ]
@@ -264,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, default=None, help="budget for the whole command")
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default=None,
+        help="training precision (default: preset)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the tqdm bar")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -274,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict[str, object] = {"seed": args.seed}
     if args.max_minutes is not None:
         overrides["max_minutes"] = args.max_minutes
+    if args.precision is not None:
+        overrides["precision"] = args.precision
     if args.max_steps is not None:
         overrides["max_steps"] = args.max_steps
         overrides["warmup_steps"] = min(train_cfg.warmup_steps, max(args.max_steps - 1, 0))
@@ -285,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     metrics["total_seconds"] = round(time.perf_counter() - started, 1)
     save_pretrained_lm(model, tokenizer, metrics, args.out)
-    summary = {k: metrics[k] for k in ("params", "size_mb", "steps", "tokens_seen", "train_seconds")}
+    summary = {
+        k: metrics[k] for k in ("params", "size_mb", "steps", "precision", "tokens_seen", "train_seconds")
+    }
     summary |= {k: metrics[k] for k in ("heldout_perplexity", "unigram_perplexity", "total_seconds")}
     print(json.dumps(summary, indent=1))
     return 0

@@ -40,14 +40,15 @@ VICUNA_SYSTEM = (
 # vicuna_v1 (llava.md §4): "SYS USER: <image>\nQ1 ASSISTANT: A1</s>USER: Q2 ASSISTANT:".
 # sep=" " follows the system text and user turns, sep2="</s>" follows assistant turns. Content may be a
 # string (used verbatim) or a list of {"type": "image"} / {"type": "text", "text": ...} parts; every image
-# part becomes "<image>\n" at the front of the turn, where LLaVA moves the marker.
+# part becomes "<image>\n" at the front of the turn, where LLaVA moves the marker. An empty system message
+# renders no system block (LLaVA would leave a dangling " "), as llava_demo's builtin vicuna_v1 does.
 VICUNA_V1_CHAT_TEMPLATE = (
     "{%- if messages and messages[0]['role'] == 'system' -%}"
     "{%- set system_text = messages[0]['content'] -%}{%- set turns = messages[1:] -%}"
     "{%- else -%}"
     "{%- set system_text = '" + VICUNA_SYSTEM.replace("'", "\\'") + "' -%}{%- set turns = messages -%}"
     "{%- endif -%}"
-    "{{- system_text + ' ' -}}"
+    "{%- if system_text -%}{{- system_text + ' ' -}}{%- endif -%}"
     "{%- for message in turns -%}"
     "{%- if message['content'] is string -%}{%- set body = message['content'] -%}"
     "{%- else -%}"
