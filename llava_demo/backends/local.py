@@ -176,6 +176,15 @@ class LocalBackend(BackendBase):
     def model_id(self) -> str:
         return self._model_id
 
+    @property
+    def model(self) -> Any:
+        """The loaded ``LlavaNextForConditionalGeneration`` (None once closed)."""
+        return self._model
+
+    @property
+    def processor(self) -> Any:
+        return self._processor
+
     @classmethod
     def load(cls, model: str, config: LocalBackendConfig | None = None) -> LocalBackend:
         """Load a preset, checkpoint directory or hub id (``BackendUnavailable`` with the cause on failure)."""

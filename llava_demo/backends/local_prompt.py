@@ -15,7 +15,7 @@ from typing import Any
 
 from llava_demo.anyres import AnyResConfig, num_image_tokens
 from llava_demo.backends.base import BackendError, BadRequestError, ContextOverflowError
-from llava_demo.conversation import Conversation
+from llava_demo.conversation import DEFAULT_IMAGE_TOKEN, Conversation
 from llava_demo.image_input import LoadedImage
 from llava_demo.templates import PromptRenderer, RenderedPrompt, TemplateError
 
@@ -64,6 +64,16 @@ def user_turns(conversation: Conversation) -> int:
     return sum(1 for message in conversation.turns if message.role == "user")
 
 
+def check_no_image_markers(conversation: Conversation, image_token: str) -> None:
+    """Typed image markers would make the placeholder count disagree with the images; say so plainly."""
+    for index, message in enumerate(conversation.messages):
+        if image_token in message.text:
+            raise BadRequestError(
+                f"message {index} contains {image_token!r} in its text; attach images instead of typing the "
+                "marker (the template places one per attached image)"
+            )
+
+
 def render_prompt(renderer: PromptRenderer, conversation: Conversation) -> RenderedPrompt:
     try:
         return renderer.render(conversation)
@@ -105,6 +115,7 @@ def fit_to_context(
     """
     if len(images) != len(conversation.images):
         raise ValueError(f"{len(images)} decoded images for {len(conversation.images)} image references")
+    check_no_image_markers(conversation, getattr(processor, "image_token", None) or DEFAULT_IMAGE_TOKEN)
     tokenizer = processor.tokenizer
     turns = user_turns(conversation)
     dropped = 0
