@@ -15,7 +15,13 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from trainer.foundation.corpus import CorpusError, iter_world_documents, render_vicuna_v1
-from trainer.foundation.lm_data import join_documents, pack_blocks, split_heldout, unigram_perplexity
+from trainer.foundation.lm_data import (
+    evenly_spaced_rows,
+    join_documents,
+    pack_blocks,
+    split_heldout,
+    unigram_perplexity,
+)
 from trainer.foundation.lm_pretrain import (
     PretrainConfig,
     encode_stream,
@@ -160,6 +166,12 @@ def test_encode_stream_matches_tokenizer_and_joins_with_eos(tok):
         expected += ids if ids[-1] == tok.eos_token_id else [*ids, tok.eos_token_id]
     assert encode_stream(tok, texts, chunk=2) == expected
     assert expected.count(tok.eos_token_id) == 3
+
+
+def test_evaluation_rows_are_spread_over_the_stream():
+    blocks = torch.arange(10).view(10, 1)
+    assert evenly_spaced_rows(blocks, 4).view(-1).tolist() == [0, 3, 6, 9]
+    assert evenly_spaced_rows(blocks, 20).shape == (10, 1)
 
 
 def test_split_is_by_content_and_deterministic():

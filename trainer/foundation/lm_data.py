@@ -54,6 +54,18 @@ def pack_blocks(stream: Sequence[int], block_size: int, *, keep_short: bool = Fa
     return torch.tensor(stream[: n_blocks * block_size], dtype=torch.long).view(n_blocks, block_size)
 
 
+def evenly_spaced_rows(blocks: torch.Tensor, limit: int) -> torch.Tensor:
+    """At most ``limit`` rows spread evenly over ``blocks`` (first and last included).
+
+    The held-out stream is in corpus order (captions, pool, conversations); taking its first rows would
+    score only captions, so the evaluation subset is spread over the whole stream instead.
+    """
+    if blocks.shape[0] <= limit:
+        return blocks
+    index = torch.linspace(0, blocks.shape[0] - 1, limit).round().long()
+    return blocks[index]
+
+
 def unigram_log_probs(train_blocks: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """Add-one smoothed unigram log-probabilities ``[vocab_size]`` from the training tokens."""
     counts = torch.bincount(train_blocks.reshape(-1), minlength=vocab_size).double() + 1.0

@@ -27,7 +27,13 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 from trainer.atomic import atomic_directory, atomic_write_json
 from trainer.foundation.corpus import iter_world_documents
-from trainer.foundation.lm_data import join_documents, pack_blocks, split_heldout, unigram_perplexity
+from trainer.foundation.lm_data import (
+    evenly_spaced_rows,
+    join_documents,
+    pack_blocks,
+    split_heldout,
+    unigram_perplexity,
+)
 from trainer.foundation.tiny_lm import TinyLMConfig, build_tiny_lm, count_parameters
 from trainer.foundation.tokenizer import load_tokenizer
 
@@ -234,9 +240,9 @@ def run_pretraining(
     train_texts, heldout_texts = split_heldout(texts, train_cfg.heldout_fraction)
     train_blocks = pack_blocks(encode_stream(tokenizer, train_texts), train_cfg.block_size)
     heldout_stream = encode_stream(tokenizer, heldout_texts)
-    heldout_blocks = pack_blocks(heldout_stream, train_cfg.block_size, keep_short=True)[
-        : train_cfg.eval_max_blocks
-    ]
+    heldout_blocks = evenly_spaced_rows(
+        pack_blocks(heldout_stream, train_cfg.block_size, keep_short=True), train_cfg.eval_max_blocks
+    )
     if heldout_blocks.shape[0] == 0:
         raise ValueError(
             f"held-out split is empty ({len(heldout_texts)} documents); add text or raise heldout_fraction"
