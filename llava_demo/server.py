@@ -31,10 +31,10 @@ class StartupError(RuntimeError):
     """The server cannot start; the message says what is missing and how to fix it."""
 
 
-def check_local_model(model: str) -> None:
+def check_local_model(model: str, project_root: Path | None = None) -> None:
     """Fail early, with instructions, when a local checkpoint (the embedded default above all) is missing."""
     try:
-        resolved = resolve_model(model)
+        resolved = resolve_model(model, project_root=project_root)
     except (UnknownModelError, PresetError) as exc:
         raise StartupError(str(exc)) from exc
     if resolved.source != "local":
@@ -67,11 +67,16 @@ def backend_options(args: argparse.Namespace, config: ServerConfig) -> dict[str,
         if args.context_length:
             options["context_length"] = args.context_length
         return options
-    options = {}
-    if args.backend_url:
-        options["base_url"] = args.backend_url
-    if args.backend_api_key:
-        options["api_key"] = args.backend_api_key
+    return remote_backend_options(args.backend, args.backend_url, args.backend_api_key)
+
+
+def remote_backend_options(kind: str, url: str | None, api_key: str | None) -> dict[str, Any]:
+    """Options for the HTTP backends; their config classes name the URL differently."""
+    options: dict[str, Any] = {}
+    if url:
+        options["url" if kind == "sglang" else "base_url"] = url
+    if api_key:
+        options["api_key"] = api_key
     return options
 
 
