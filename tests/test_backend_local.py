@@ -23,6 +23,7 @@ from llava_demo.backends import (
     BackendUnavailable,
     BadRequestError,
     CancelToken,
+    ChatBackend,
     ContextOverflowError,
     GenerationTimeout,
     SamplingParams,
@@ -74,6 +75,9 @@ def test_loads_offline_with_the_checkpoints_template(backend):
         False,
     )
     assert health["template_source"] == "checkpoint" and health["context_length"] == 4096
+    assert (
+        isinstance(backend, ChatBackend) and backend.name == "local" and backend.model_id.startswith("tiny")
+    )
 
 
 def test_stream_matches_complete_and_plain_transformers(backend):
@@ -277,6 +281,8 @@ def test_load_errors_are_clear(tmp_path):
         make_backend("local", "llava-v1.6-vicuna-7b", **vars(LocalBackendConfig.tiny()))
     with pytest.raises(ValueError, match="needs CUDA"):
         LocalBackendConfig(device="cpu", quantization="4bit")
+    with pytest.raises(ValueError, match="unknown template 'vicuna_v9'; valid names: .*vicuna_v1"):
+        LocalBackendConfig(template="vicuna_v9")
     if not torch.cuda.is_available():
         with pytest.raises(BackendUnavailable, match="needs a CUDA GPU"):
             make_backend("local", str(tmp_path), quantization="8bit", local_files_only=True)

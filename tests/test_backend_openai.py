@@ -18,6 +18,7 @@ from llava_demo.backends import (
     BackendUnavailable,
     BadRequestError,
     CancelToken,
+    ChatBackend,
     GenerationTimeout,
     SamplingParams,
     StreamEvent,
@@ -87,6 +88,7 @@ def test_normalise_base_url():
 
 def test_stream_yields_deltas_then_done_with_usage_and_sends_openai_request(server):
     backend = make_backend("openai", "default", base_url=server.url)
+    assert isinstance(backend, ChatBackend) and (backend.name, backend.model_id) == ("openai", "default")
     conversation = (
         Conversation()
         .with_system("Be brief.")

@@ -13,8 +13,7 @@ import importlib.util
 import queue
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from transformers import (
@@ -39,82 +38,19 @@ from llava_demo.backends.base import (
     check_conversation,
 )
 from llava_demo.backends.images import prepare_images
-from llava_demo.backends.local_device import Quantization, pick_device_and_dtype
+from llava_demo.backends.local_config import LocalBackendConfig
+from llava_demo.backends.local_device import pick_device_and_dtype
 from llava_demo.backends.local_prompt import FittedPrompt, ImageTokenCounter, fit_to_context
 from llava_demo.backends.stop_strings import StopStringFilter
 from llava_demo.checkpoint_templates import TemplateChoice, choose_template, has_chat_template
 from llava_demo.conversation import Conversation
-from llava_demo.image_input import ImageLimits
 from llava_demo.presets import PresetError, UnknownModelError, resolve_model
 from llava_demo.templates import TemplateError, UnknownTemplateError
 
+__all__ = ["LocalBackend", "LocalBackendConfig"]
+
 # How often a request waiting for the model lock looks at its CancelToken.
 _LOCK_POLL_S = 0.05
-
-
-@dataclass(frozen=True)
-class LocalBackendConfig:
-    """How to load and run the model in-process."""
-
-    device: str = "auto"
-    """"auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N" or "mps"."""
-    dtype: str = "auto"
-    """"auto" (cuda bfloat16, mps float16, cpu float32), "float32", "bfloat16" or "float16"."""
-    quantization: Quantization | None = None
-    """"4bit" / "8bit" via one bitsandbytes ``BitsAndBytesConfig``: CUDA only (GPU-only, untested here)."""
-    template: str | None = None
-    """A builtin template name that overrides the preset's and the checkpoint's chat template."""
-    prefer_template: Literal["checkpoint", "builtin"] = "checkpoint"
-    context_length: int | None = None
-    """Tokens the model may see (prompt + answer); default: the text config's max_position_embeddings."""
-    token_timeout_s: float = 60.0
-    """Longest wait for the next streamed text chunk before ``GenerationTimeout``."""
-    image_limits: ImageLimits = field(default_factory=ImageLimits)
-    local_files_only: bool = False
-    """Never contact the hub (also implied by HF_HUB_OFFLINE=1)."""
-
-    def __post_init__(self) -> None:
-        if self.quantization not in (None, "4bit", "8bit"):
-            raise ValueError(
-                f"LocalBackendConfig.quantization must be None, '4bit' or '8bit', got {self.quantization!r}"
-            )
-        if self.quantization and (self.device == "cpu" or self.device == "mps"):
-            raise ValueError(
-                f"LocalBackendConfig: quantization={self.quantization!r} needs CUDA (bitsandbytes), but "
-                f"device={self.device!r}"
-            )
-        if self.quantization and self.dtype == "float32":
-            raise ValueError("LocalBackendConfig: quantized weights compute in bfloat16/float16, not float32")
-        # Validates device and dtype names (availability is checked at load time).
-        pick_device_and_dtype(self.device, self.dtype, cuda_available=True, mps_available=True)
-        if self.prefer_template not in ("checkpoint", "builtin"):
-            raise ValueError("LocalBackendConfig.prefer_template must be 'checkpoint' or 'builtin'")
-        if self.context_length is not None and (
-            isinstance(self.context_length, bool)
-            or not isinstance(self.context_length, int)
-            or self.context_length < 2
-        ):
-            raise ValueError(
-                f"LocalBackendConfig.context_length must be an integer >= 2, got {self.context_length!r}"
-            )
-        if not isinstance(self.token_timeout_s, (int, float)) or not 0 < self.token_timeout_s < float("inf"):
-            raise ValueError(
-                f"LocalBackendConfig.token_timeout_s must be a positive number, got {self.token_timeout_s!r}"
-            )
-        if not isinstance(self.image_limits, ImageLimits):
-            raise ValueError("LocalBackendConfig.image_limits must be an ImageLimits")
-
-    @classmethod
-    def tiny(cls, **overrides: Any) -> LocalBackendConfig:
-        """CPU, offline, short timeout, small image caps: for tests with in-process tiny models (seconds)."""
-        values: dict[str, Any] = {
-            "device": "cpu",
-            "local_files_only": True,
-            "token_timeout_s": 10.0,
-            "image_limits": ImageLimits.tiny(),
-        }
-        values.update(overrides)
-        return cls(**values)
 
 
 class _StopCriteria(StoppingCriteria):
@@ -167,6 +103,9 @@ class LocalBackend(BackendBase):
         self._model_id = model_id
         self.config = config
         self._lock = threading.Lock()
+        # Fast tokenizers may raise "Already borrowed" when called from several threads at once, so prompt
+        # preparation is serialised too (separately: a bad request is refused even while the model is busy).
+        self._prepare_lock = threading.Lock()
         text_config = model.config.text_config
         self.context_length = config.context_length or int(text_config.max_position_embeddings)
         self.image_token_id = int(model.config.image_token_id)
@@ -262,16 +201,17 @@ class LocalBackend(BackendBase):
         check_conversation(conversation)
         params = params or SamplingParams()
         images = prepare_images(conversation.images, self.config.image_limits)
-        fitted = fit_to_context(
-            conversation,
-            images.images,
-            renderer=self.template.renderer,
-            processor=self._processor,
-            counter=self.counter,
-            image_token_id=self.image_token_id,
-            context_length=self.context_length,
-            max_new_tokens=params.max_new_tokens,
-        )
+        with self._prepare_lock:
+            fitted = fit_to_context(
+                conversation,
+                images.images,
+                renderer=self.template.renderer,
+                processor=self._processor,
+                counter=self.counter,
+                image_token_id=self.image_token_id,
+                context_length=self.context_length,
+                max_new_tokens=params.max_new_tokens,
+            )
         notices = (*images.notices, *fitted.notices)
         return self._events(fitted, notices, params, cancel or CancelToken())
 
