@@ -157,6 +157,17 @@ def test_cli_generates_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture
         main(["generate", "--out", str(tmp_path / "x"), "--preset", "huge"])
 
 
+def test_preview_sheet_is_small(world: Path, tmp_path: Path) -> None:
+    assert main(["preview", "--world", str(world), "--out", str(tmp_path / "sheet.png")]) == 0
+    with Image.open(tmp_path / "sheet.png") as sheet:
+        assert sheet.width == 1024 and sheet.height > 300
+    assert (tmp_path / "sheet.png").stat().st_size < 300_000
+
+
+def test_world_directory_is_readable_by_others(world: Path) -> None:
+    assert world.stat().st_mode & 0o755 == 0o755
+
+
 def test_config_rejects_contradictions() -> None:
     with pytest.raises(ValueError, match="large_glyph_scale"):
         WorldConfig.preset("tiny", large_glyph_scale=3, regular_glyph_scale=3)

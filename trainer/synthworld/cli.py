@@ -1,13 +1,15 @@
-"""Command line: ``python -m trainer.synthworld generate --out DIR [--seed 0] [--preset tiny|default]``."""
+"""Command line: ``python -m trainer.synthworld generate --out DIR [--seed 0] [--preset tiny|default]``
+and ``python -m trainer.synthworld preview --world DIR --out sheet.png``."""
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import time
 
-from trainer.atomic import OutputNotWritableError
+from trainer.atomic import OutputNotWritableError, atomic_write_bytes
 from trainer.synthworld.config import PRESETS, WorldConfig
 from trainer.synthworld.world import generate_world
 
@@ -25,11 +27,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=min(2, os.cpu_count() or 1),
         help="render processes (output is identical for any count; default: min(2, CPUs))",
     )
+    preview = commands.add_parser("preview", help="write a contact sheet PNG of a generated world")
+    preview.add_argument("--world", required=True, help="a generated world directory")
+    preview.add_argument("--out", required=True, help="PNG file to write")
     return parser
+
+
+def _preview(world: str, out: str) -> int:
+    from trainer.synthworld.preview import contact_sheet
+
+    buffer = io.BytesIO()
+    contact_sheet(world).save(buffer, format="PNG", optimize=True)
+    atomic_write_bytes(out, buffer.getvalue())
+    print(f"wrote {out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "preview":
+        return _preview(args.world, args.out)
     config = WorldConfig.preset(args.preset)
     start = time.perf_counter()
     try:

@@ -194,4 +194,5 @@ def generate_world(out: str | Path, config: WorldConfig, seed: int = 0, workers:
             with multiprocessing.get_context("spawn").Pool(workers) as pool:
                 manifest = _generate_into(root, config, seed, pool)
         (root / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        root.chmod(0o755)  # the temporary directory is created private (0700); a dataset is meant to be read
     return manifest
