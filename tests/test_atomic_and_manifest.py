@@ -80,3 +80,15 @@ def test_manifest_hashes_sizes_and_producers(tmp_path):
     (tmp_path / "models" / "lm" / "w.bin").write_bytes(b"abd")
     (tmp_path / "stray").write_bytes(b"1")
     assert verify_manifest(tmp_path, manifest) == ["sha256 mismatch: models/lm/w.bin", "not in manifest: stray"]
+
+
+def test_outputs_get_umask_permissions_not_private_temp_modes(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "f.txt", "x")
+        with atomic_directory(tmp_path / "d") as stage:
+            (stage / "a").write_text("y")
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755

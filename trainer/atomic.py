@@ -32,12 +32,20 @@ def _ensure_parent(path: Path) -> Path:
     return parent
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary file in the same directory, then rename."""
     path = Path(path)
     parent = _ensure_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     try:
+        # mkstemp creates 0600 files; published outputs get the usual permissions (0666 minus the umask).
+        os.chmod(tmp, 0o666 & ~_current_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -70,6 +78,7 @@ def atomic_directory(final: str | os.PathLike[str], *, overwrite: bool = True) -
     if final.exists() and not overwrite:
         raise FileExistsError(f"output {final} already exists")
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=parent))
+    os.chmod(tmp, 0o777 & ~_current_umask())  # mkdtemp makes 0700 folders; the output is meant to be shared
     try:
         yield tmp
         if final.exists():
