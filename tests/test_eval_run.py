@@ -229,3 +229,20 @@ def test_tiny_llava_through_the_local_backend(tiny_world: Path, tmp_path: Path) 
         again = run_eval(BackendAnswerer(backend), tiny_world, config, progress=False)
     assert [p["prediction"] for p in again.predictions] == [p["prediction"] for p in result.predictions]
     assert report["answer_length"]["description"]["max_words"] <= config.description_max_new_tokens
+
+
+def test_default_world_is_generated_once_when_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import trainer.recipe
+
+    target = tmp_path / "cache" / "tiny-seed0"
+    monkeypatch.setattr(trainer.recipe, "world_cache_dir", lambda preset, seed: target)
+    monkeypatch.setattr(eval_cli, "DEFAULT_WORLD_PRESET", "tiny")
+    assert eval_cli.default_world() == target
+    assert "is missing; generating it" in capsys.readouterr().err
+    assert len(load_eval_sets(target)["vqa"]) > 0
+    stamp = (target / "manifest.json").stat().st_mtime_ns
+    assert eval_cli.default_world() == target  # present now: reused, not regenerated
+    assert (target / "manifest.json").stat().st_mtime_ns == stamp
+    assert capsys.readouterr().err == ""
