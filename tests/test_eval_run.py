@@ -13,7 +13,14 @@ from PIL import Image
 
 from trainer import eval as eval_cli
 from trainer.llava.eval_data import EvalItem, load_eval_sets, load_image, select_items
-from trainer.llava.eval_run import BackendAnswerer, EvalConfig, Question, answer_questions, run_eval
+from trainer.llava.eval_run import (
+    AnswerError,
+    BackendAnswerer,
+    EvalConfig,
+    Question,
+    answer_questions,
+    run_eval,
+)
 from trainer.synthworld.config import WorldConfig
 from trainer.synthworld.world import generate_world
 
@@ -246,3 +253,17 @@ def test_default_world_is_generated_once_when_missing(
     assert eval_cli.default_world() == target  # present now: reused, not regenerated
     assert (target / "manifest.json").stat().st_mtime_ns == stamp
     assert capsys.readouterr().err == ""
+
+
+def test_a_backend_failure_names_the_question(tiny_world: Path) -> None:
+    from llava_demo.backends import BackendBase, ContextOverflowError
+
+    class Overflowing(BackendBase):
+        def stream(self, conversation, params=None, cancel=None):  # type: ignore[no-untyped-def]
+            raise ContextOverflowError(
+                "prompt too long", prompt_tokens=900, max_new_tokens=16, context_length=512
+            )
+
+    config = EvalConfig(sets=("mc",), limit=3, description_images=0)
+    with pytest.raises(AnswerError, match=r"^mc question \d+: ContextOverflowError: prompt too long$"):
+        run_eval(BackendAnswerer(Overflowing()), tiny_world, config, progress=False)  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ from typing import Any
 
 from trainer.atomic import OutputNotWritableError, atomic_write_json, atomic_write_text
 from trainer.llava.eval_data import EVAL_SET_NAMES, SPLITS, EvalDataError
-from trainer.llava.eval_run import Answerer, BackendAnswerer, EvalConfig, run_eval
+from trainer.llava.eval_run import Answerer, AnswerError, BackendAnswerer, EvalConfig, run_eval
 
 DEFAULT_MODEL_PRESET = "synthworld-llava-next"
 DEFAULT_WORLD_PRESET = "default"
@@ -166,7 +166,7 @@ def run_llava(args: argparse.Namespace) -> dict[str, Any]:
     load_seconds = time.perf_counter() - load_start
     try:
         result = run_eval(answerer, world, config, progress=not args.no_progress)
-    except EvalDataError as exc:
+    except (EvalDataError, AnswerError) as exc:
         raise EvalCliError(str(exc)) from exc
     report = {"model": name, "model_path": checkpoint, **result.report}
     report["load_seconds"] = load_seconds

@@ -19,7 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from llava_demo import format_prompts
-from llava_demo.backends import ChatBackend, SamplingParams
+from llava_demo.backends import BackendError, ChatBackend, SamplingParams
 from llava_demo.conversation import Conversation
 from trainer.data_engine.instructions import DETAIL_INSTRUCTIONS
 from trainer.llava.eval_data import (
@@ -44,6 +44,11 @@ class Question:
     image: Image.Image
     prompt: str
     max_new_tokens: int
+    where: str = ""  # names the question in errors, e.g. "vqa question 12"
+
+
+class AnswerError(RuntimeError):
+    """The model could not answer a question; the message names the question and the backend's reason."""
 
 
 class Answerer(Protocol):
@@ -66,7 +71,10 @@ class BackendAnswerer:
     def answer(self, image: Image.Image, prompt: str, max_new_tokens: int) -> str:
         conversation = Conversation().with_user(prompt, images=(image,))
         params = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
-        return self.backend.complete(conversation, params).text.strip()
+        try:
+            return self.backend.complete(conversation, params).text.strip()
+        except BackendError as exc:
+            raise AnswerError(f"{type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -161,7 +169,10 @@ def answer_questions(
                 bar.update(len(chunk))
         else:
             for question in questions:
-                answers.append(answerer.answer(question.image, question.prompt, question.max_new_tokens))
+                try:
+                    answers.append(answerer.answer(question.image, question.prompt, question.max_new_tokens))
+                except AnswerError as exc:
+                    raise AnswerError(f"{question.where or 'a question'}: {exc}") from exc
                 bar.update(1)
     return answers
 
@@ -203,7 +214,8 @@ def run_eval(
     for name, items in chosen.items():
         set_start = time.perf_counter()
         questions = [
-            Question(images.get(i.image, i.where), i.text, config.short_max_new_tokens) for i in items
+            Question(images.get(i.image, i.where), i.text, config.short_max_new_tokens, i.where)
+            for i in items
         ]
         answers[name] = answer_questions(
             answerer, questions, batch_size=config.batch_size, desc=name, progress=progress
@@ -219,6 +231,7 @@ def run_eval(
             images.get(path, f"description probe {path}"),
             config.description_prompt,
             config.description_max_new_tokens,
+            f"description probe {path}",
         )
         for path in probe_images
     ]
