@@ -116,7 +116,7 @@ def plan_steps(cfg: RecipeConfig, world: Path, work: Path, stage: Path) -> list[
                 "--instances",
                 str(ann / "instances_train.json"),
                 "--images",
-                str(world / "scenes" / "images"),
+                str(world / "scenes" / "images" / "train"),
                 "--out",
                 str(instr),
                 "--stage1-out",
