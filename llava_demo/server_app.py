@@ -62,40 +62,50 @@ def job_error(error: BaseException) -> ApiError:
 
 
 async def _collect(
-    job: GenerationJob, first: StreamEvent | None, timeout: float
+    job: GenerationJob, first: list[StreamEvent], timeout: float
 ) -> tuple[str, StreamEvent, tuple[str, ...]]:
     """The whole answer: (text, the done event, backend notices)."""
     parts: list[str] = []
     notices: list[str] = []
-    event = first
-    while event is not None:
-        if event.kind == "done":
-            return "".join(parts), event, tuple(notices)
-        (parts if event.kind == "delta" else notices).append(event.text)
-        event = await job.next_event(timeout)
+    events = first
+    while events:
+        for event in events:
+            if event.kind == "done":
+                return "".join(parts), event, tuple(notices)
+            (parts if event.kind == "delta" else notices).append(event.text)
+        events = await job.next_events(timeout)
     raise BackendError(_NO_DONE)
 
 
 async def _sse_stream(
-    job: GenerationJob, first: StreamEvent | None, writer: ChunkWriter, timeout: float
+    job: GenerationJob, first: list[StreamEvent], writer: ChunkWriter, timeout: float
 ) -> AsyncIterator[bytes]:
-    """The SSE body. A failure after the first chunk becomes an ``error`` event; the end is always [DONE]."""
+    """The SSE body. Events that arrived together go out in one write. A failure after the first chunk
+    becomes an ``error`` event; the end is always [DONE]."""
     try:
         yield writer.role()
-        event = first
+        events = first
         while True:
-            if event is None:
+            if not events:
                 raise BackendError(_NO_DONE)
-            if event.kind == "notice":
-                writer.add_notice(event.text)
-            elif event.kind == "delta" and event.text:
-                yield writer.content(event.text)
-            elif event.kind == "done":
-                yield writer.finish(event.finish_reason)
-                if writer.include_usage:
-                    yield writer.usage(event.usage)
+            out: list[bytes] = []
+            finished = False
+            for event in events:
+                if event.kind == "notice":
+                    writer.add_notice(event.text)
+                elif event.kind == "delta" and event.text:
+                    out.append(writer.content(event.text))
+                elif event.kind == "done":
+                    out.append(writer.finish(event.finish_reason))
+                    if writer.include_usage:
+                        out.append(writer.usage(event.usage))
+                    finished = True
+                    break
+            if out:
+                yield b"".join(out)
+            if finished:
                 break
-            event = await job.next_event(timeout)
+            events = await job.next_events(timeout)
     except Exception as exc:  # noqa: BLE001 - every failure must reach the client as an error event
         yield writer.error(job_error(exc))
     finally:
@@ -125,7 +135,7 @@ async def _chat_completions(state: ServerState, request: Request) -> Response:
     async with DisconnectWatcher(request.receive) as watcher:
         try:
             job = await watcher.race(start_job(state, conversation, parsed.params))
-            first = await watcher.race(job.next_event(timeout))
+            first = await watcher.race(job.next_events(timeout))
             if not parsed.stream:
                 text, done, backend_notices = await watcher.race(_collect(job, first, timeout))
         except ClientDisconnected:

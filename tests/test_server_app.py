@@ -3,6 +3,7 @@ sequence, error statuses, the admission queue, API keys, and cancellation on cli
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -17,9 +18,11 @@ import pytest
 from PIL import Image
 from test_server_fakes import FakeBackend
 
-from llava_demo.backends.base import BackendError, BackendUnavailable, ContextOverflowError
+from llava_demo.backends.base import BackendError, BackendUnavailable, ContextOverflowError, SamplingParams
+from llava_demo.conversation import Conversation, Message
 from llava_demo.server_app import create_app
 from llava_demo.server_config import ServerConfig, ServerConfigError
+from llava_demo.server_jobs import AdmissionGate, GenerationJob, QueueFullError
 from llava_demo.server_thread import BackgroundServer
 
 CHAT = "/v1/chat/completions"
@@ -297,3 +300,37 @@ def test_config_validation() -> None:
         ServerConfig(api_key="  ")
     assert ServerConfig().host == "127.0.0.1" and ServerConfig().loopback_only
     assert not ServerConfig(host="0.0.0.0").loopback_only
+
+
+def test_generation_job_hands_out_what_arrived_in_one_batch_then_the_error() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend(fail_after=(2, BackendError("late failure")))
+        finished = asyncio.Event()
+        conversation = Conversation((Message("user", "hi"),))
+        job = GenerationJob(backend, conversation, SamplingParams.tiny(), on_finish=finished.set).start()
+        await asyncio.wait_for(finished.wait(), 5)  # the thread is done: every event has arrived
+        assert [e.text for e in await job.next_events(1)] == ["Hello", ","]  # one batch, error held back
+        with pytest.raises(BackendError, match="late failure"):
+            await job.next_events(1)
+        assert await job.next_events(1) == [] and await job.next_event(1) is None
+
+    asyncio.run(scenario())
+
+
+def test_admission_gate_counts() -> None:
+    async def scenario() -> None:
+        gate = AdmissionGate(max_concurrency=1, max_queue=1)
+        await gate.acquire()
+        waiter = asyncio.ensure_future(gate.acquire())
+        await asyncio.sleep(0)
+        assert gate.stats() == {"running": 1, "queued": 1, "max_concurrency": 1, "max_queue": 1}
+        with pytest.raises(QueueFullError, match="1 generation\\(s\\) running and 1 queued"):
+            await gate.acquire()
+        gate.release()
+        await asyncio.wait_for(waiter, 1)
+        assert (gate.active, gate.waiting) == (1, 0)
+        gate.release()
+        with pytest.raises(RuntimeError, match="without a matching acquire"):
+            gate.release()
+
+    asyncio.run(scenario())
