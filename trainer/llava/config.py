@@ -159,7 +159,7 @@ def _tiny(stage: int) -> StageConfig:
         preset="tiny",
         stage=stage,
         template="plain" if stage == 1 else "vicuna_v1",
-        max_length=256,
+        max_length=256 if stage == 1 else 640,
         micro_batch_size=2,
         runtime=runtime,
         description="test preset (tiny in-process models)",
