@@ -42,9 +42,11 @@ def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _random_open_clip(tokenizer_dir: Path, out: Path, *, quick_gelu: bool, seed: int = 0):
+def _random_open_clip(
+    tokenizer_dir: Path, out: Path, *, quick_gelu: bool, seed: int = 0, resize_mode: str = "squash"
+):
     """A tiny open_clip CLIP with all weights random (LayerNorm gains/biases and class token included)."""
-    cfg = replace(TinyClipConfig.tiny(), quick_gelu=quick_gelu)
+    cfg = replace(TinyClipConfig.tiny(), quick_gelu=quick_gelu, resize_mode=resize_mode)
     model, _, preprocess, _ = create_tiny_clip(cfg, tokenizer_dir, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -124,19 +126,27 @@ def test_wrong_activation_breaks_parity(tokenizer_dir: Path, tmp_path: Path) -> 
     )
 
 
-def test_image_processor_matches_open_clip_preprocess(tokenizer_dir: Path, tmp_path: Path) -> None:
-    _, preprocess, cfg = _random_open_clip(tokenizer_dir, tmp_path / "oc", quick_gelu=False)
+@pytest.mark.parametrize("resize_mode", ["squash", "shortest"])
+def test_image_processor_matches_open_clip_preprocess(
+    tokenizer_dir: Path, tmp_path: Path, resize_mode: str
+) -> None:
+    _, preprocess, cfg = _random_open_clip(
+        tokenizer_dir, tmp_path / "oc", quick_gelu=False, resize_mode=resize_mode
+    )
     main(["--open-clip", str(tmp_path / "oc"), "--out", str(tmp_path / "hf")])
     processor = CLIPImageProcessor.from_pretrained(tmp_path / "hf")
-    assert processor.crop_size == {"height": cfg.image_size, "width": cfg.image_size}
-    assert processor.size == {"shortest_edge": cfg.image_size}
+    if resize_mode == "squash":
+        assert (processor.size.height, processor.size.width, processor.do_center_crop) == (32, 32, False)
+    else:
+        assert (processor.size.shortest_edge, processor.do_center_crop) == (32, True)
+        assert (processor.crop_size.height, processor.crop_size.width) == (32, 32)
     assert processor.image_mean == pytest.approx(list(cfg.image_mean))
     assert processor.image_std == pytest.approx(list(cfg.image_std))
     rng = np.random.default_rng(0)
     same_size = Image.fromarray(rng.integers(0, 256, (cfg.image_size, cfg.image_size, 3), dtype=np.uint8))
     ours = processor(images=same_size, return_tensors="pt")["pixel_values"][0]
     assert torch.allclose(ours, preprocess(same_size), atol=1e-5)  # no resize: rescale + normalise only
-    # A larger, non-square image: both resize the short side then centre-crop (resampler rounding differs).
+    # A larger, non-square image: both squash (or resize the short side and centre-crop); resamplers round apart.
     smooth = Image.fromarray(np.kron(rng.integers(0, 256, (6, 9, 3)), np.ones((8, 8, 1))).astype(np.uint8))
     ours, theirs = processor(images=smooth, return_tensors="pt")["pixel_values"][0], preprocess(smooth)
     assert ours.shape == theirs.shape == (3, cfg.image_size, cfg.image_size)

@@ -80,26 +80,50 @@ def split_pairs(
     return [pairs[i] for i in train], [pairs[i] for i in val]
 
 
+class RandomSideCrop:
+    """Crop a random window keeping at least ``min_fraction`` of each side (so objects stay mostly inside)."""
+
+    def __init__(self, min_fraction: float) -> None:
+        if not 0 < min_fraction <= 1:
+            raise ValueError(f"min_fraction must be in (0, 1], got {min_fraction}")
+        self.min_fraction = min_fraction
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        # torch's RNG, not random's: DataLoader seeds it per worker and torch.manual_seed seeds it in-process.
+        width, height = image.size
+        low = self.min_fraction
+        w = round(width * (low + (1 - low) * torch.rand(()).item()))
+        h = round(height * (low + (1 - low) * torch.rand(()).item()))
+        left = int(torch.randint(0, width - w + 1, ()).item())
+        top = int(torch.randint(0, height - h + 1, ()).item())
+        return image.crop((left, top, left + w, top + h))
+
+
 def train_transform(
     image_size: int,
     mean: Sequence[float],
     std: Sequence[float],
     *,
+    resize_mode: str = "squash",
     min_scale: float = 0.8,
 ) -> Callable[[Image.Image], torch.Tensor]:
-    """Light augmentation: a near-square random crop of at least ``min_scale`` of the area, then normalise."""
-    return transforms.Compose(
-        [
-            transforms.RandomResizedCrop(
-                image_size,
-                scale=(min_scale, 1.0),
-                ratio=(0.9, 1.1),
-                interpolation=transforms.InterpolationMode.BICUBIC,
-            ),
-            transforms.ToTensor(),
-            transforms.Normalize(mean, std),
+    """Light augmentation matching the eval resize: a random crop of at least ``min_scale`` of the area, then
+    either a squash to ``image_size`` square (``resize_mode="squash"``) or a near-square crop (``"shortest"``)."""
+    bicubic = transforms.InterpolationMode.BICUBIC
+    if resize_mode == "squash":
+        geometry = [
+            RandomSideCrop(min_scale**0.5),
+            transforms.Resize((image_size, image_size), interpolation=bicubic),
         ]
-    )
+    elif resize_mode == "shortest":
+        geometry = [
+            transforms.RandomResizedCrop(
+                image_size, scale=(min_scale, 1.0), ratio=(0.9, 1.1), interpolation=bicubic
+            )
+        ]
+    else:
+        raise ValueError(f"resize_mode must be squash or shortest, got {resize_mode!r}")
+    return transforms.Compose([*geometry, transforms.ToTensor(), transforms.Normalize(mean, std)])
 
 
 def load_rgb(path: Path, where: str) -> Image.Image:

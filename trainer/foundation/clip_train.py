@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-from open_clip.loss import ClipLoss
-from tqdm import tqdm
+# Idle OpenMP threads must sleep, not spin: with DataLoader workers (and other jobs) sharing 2 cores, spinning
+# compute threads starve the decoder and each other (measured 18-72 vs 130-146 pairs/s under load). libgomp
+# reads this once when torch loads it, so it has to be set before the first ``import torch`` of the process.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from trainer.foundation.clip_data import (
+import torch  # noqa: E402
+from open_clip.loss import ClipLoss  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from trainer.foundation.clip_data import (  # noqa: E402
     POOL_RELATIVE_PATH,
     PoolPair,
     PoolPairsDataset,
@@ -30,8 +36,8 @@ from trainer.foundation.clip_data import (
     split_pairs,
     train_transform,
 )
-from trainer.foundation.clip_schedule import lr_at, param_groups, retrieval_recall_at_1, run_progress
-from trainer.foundation.tiny_clip import (
+from trainer.foundation.clip_schedule import lr_at, param_groups, retrieval_recall_at_1, run_progress  # noqa: E402
+from trainer.foundation.tiny_clip import (  # noqa: E402
     TinyClipConfig,
     count_parameters,
     create_tiny_clip,
@@ -62,6 +68,9 @@ class ClipTrainConfig:
     min_crop_scale: float = 0.8
     num_workers: int = 1
     torch_threads: int = 2
+    # bf16 autocast for the matmuls (LayerNorm, softmax and the loss stay fp32): ~1.5x more steps per minute on
+    # CPUs with native bf16 (AVX512-BF16/AMX); "auto" falls back to fp32 where bf16 would be emulated.
+    precision: str = "auto"
     seed: int = 0
     log_every: int = 10
 
@@ -83,6 +92,8 @@ class ClipTrainConfig:
             )
         if not 0 < self.min_crop_scale <= 1:
             raise ValueError("ClipTrainConfig.min_crop_scale must be in (0, 1]")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"ClipTrainConfig.precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.val_count and self.val_count < 2:
             raise ValueError("ClipTrainConfig.val_count must be 0 or >= 2 (recall@1 needs distractors)")
 
@@ -95,6 +106,15 @@ class ClipTrainConfig:
     @classmethod
     def default(cls) -> ClipTrainConfig:
         return cls()
+
+
+def use_bf16(precision: str) -> bool:
+    if precision != "auto":
+        return precision == "bf16"
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # private probe; absent means we cannot tell, so stay exact
+        return False
 
 
 def _batches_forever(loader: Any):
@@ -143,13 +163,18 @@ def train_clip(
             f"{world / POOL_RELATIVE_PATH}: {len(train_pairs)} training pairs < batch size {cfg.batch_size}"
         )
     augment = train_transform(
-        model_cfg.image_size, model_cfg.image_mean, model_cfg.image_std, min_scale=cfg.min_crop_scale
+        model_cfg.image_size,
+        model_cfg.image_mean,
+        model_cfg.image_std,
+        resize_mode=model_cfg.resize_mode,
+        min_scale=cfg.min_crop_scale,
     )
     train_set = PoolPairsDataset(train_pairs, _tokenize_captions(tokenizer, train_pairs), augment)
     loader = make_loader(train_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers, seed=cfg.seed)
 
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=1e-6)
     loss_fn = ClipLoss()
+    bf16 = use_bf16(cfg.precision)
     budget_s = max(1.0, cfg.max_minutes * 60 - FINAL_RESERVE_S - (time.monotonic() - started_at))
     train_started = time.monotonic()
     history: list[dict[str, float]] = []
@@ -166,7 +191,9 @@ def train_clip(
         )
         for group in optimizer.param_groups:
             group["lr"] = lr
-        image_features, text_features, logit_scale = model(images, ids)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            image_features, text_features, logit_scale = model(images, ids)
+        image_features, text_features = image_features.float(), text_features.float()
         loss = loss_fn(image_features, text_features, logit_scale)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"CLIP loss became {loss.item()} at step {step} (lr {lr:.2e})")
@@ -199,6 +226,7 @@ def train_clip(
     metrics = {
         "config": asdict(cfg),
         "params": count_parameters(model),
+        "bf16_autocast": bf16,
         "train_pairs": len(train_pairs),
         "val_pairs": len(val_pairs),
         "steps": step,
@@ -236,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--num-workers", type=int, default=None, help="image-decoding DataLoader workers")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default 2)")
+    parser.add_argument(
+        "--precision", choices=("auto", "bf16", "fp32"), default=None, help="matmul precision"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="disable the tqdm bar")
     return parser
@@ -249,6 +281,8 @@ def config_from_args(args: argparse.Namespace) -> ClipTrainConfig:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "num_workers": args.num_workers,
+        "torch_threads": args.threads,
+        "precision": args.precision,
     }
     return replace(cfg, seed=args.seed, **{k: v for k, v in overrides.items() if v is not None})
 

@@ -3,8 +3,8 @@
     python -m trainer.foundation.convert_clip --open-clip DIR --out DIR [--with-projection]
 
 Writes ``config.json`` (``CLIPVisionConfig``), ``model.safetensors`` and ``preprocessor_config.json``
-(``CLIPImageProcessor``: shortest-edge resize + centre crop to the open_clip image size, its mean/std and
-interpolation), so ``CLIPVisionModel.from_pretrained(out)`` and ``CLIPImageProcessor.from_pretrained(out)`` work
+(``CLIPImageProcessor`` doing what open_clip's val transform does: the same resize mode, image size, mean/std
+and interpolation), so ``CLIPVisionModel.from_pretrained(out)`` and ``CLIPImageProcessor.from_pretrained(out)`` work
 offline. With ``--with-projection`` the model is a ``CLIPVisionModelWithProjection`` whose ``image_embeds`` equal
 open_clip's ``encode_image`` (``CLIPVisionModel`` still loads it, ignoring ``visual_projection``).
 
@@ -147,12 +147,11 @@ def convert_visual_state_dict(
 
 
 def image_processor_kwargs(preprocess_cfg: dict[str, Any], image_size: int) -> dict[str, Any]:
-    """``CLIPImageProcessor`` settings equal to open_clip's val transform (resize shortest edge, centre crop)."""
+    """``CLIPImageProcessor`` settings equal to open_clip's val transform.
+
+    ``shortest``: resize the short side, centre crop. ``squash``: resize straight to the square, no crop.
+    """
     resize_mode = preprocess_cfg.get("resize_mode", "shortest")
-    if resize_mode != "shortest":
-        raise ClipConversionError(
-            f"preprocess_cfg.resize_mode {resize_mode!r}: CLIPImageProcessor only resizes the shortest edge"
-        )
     size = preprocess_cfg.get("size", image_size)
     if size != image_size:
         raise ClipConversionError(
@@ -163,12 +162,19 @@ def image_processor_kwargs(preprocess_cfg: dict[str, Any], image_size: int) -> d
         raise ClipConversionError(
             f"preprocess_cfg.interpolation {interpolation!r} not in {sorted(PIL_RESAMPLE)}"
         )
+    square = {"height": image_size, "width": image_size}
+    if resize_mode == "shortest":
+        geometry = {"size": {"shortest_edge": image_size}, "do_center_crop": True, "crop_size": square}
+    elif resize_mode == "squash":
+        geometry = {"size": square, "do_center_crop": False, "crop_size": square}
+    else:
+        raise ClipConversionError(
+            f"preprocess_cfg.resize_mode {resize_mode!r} has no CLIPImageProcessor equivalent"
+        )
     return {
         "do_resize": True,
-        "size": {"shortest_edge": image_size},
         "resample": PIL_RESAMPLE[interpolation],
-        "do_center_crop": True,
-        "crop_size": {"height": image_size, "width": image_size},
+        **geometry,
         "do_rescale": True,
         "rescale_factor": 1 / 255,
         "do_normalize": True,

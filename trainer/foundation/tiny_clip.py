@@ -67,6 +67,10 @@ class TinyClipConfig:
     image_mean: tuple[float, float, float] = field(default=OPENAI_CLIP_MEAN)
     image_std: tuple[float, float, float] = field(default=OPENAI_CLIP_STD)
     interpolation: str = "bicubic"
+    # "squash" resizes the whole image to image_size x image_size: SynthWorld images are 64-128 px with any aspect
+    # and objects anywhere, so open_clip's default "shortest" (resize + centre crop) can cut the labelled object
+    # out of the picture. LLaVA-NeXT's base view is a squash resize too.
+    resize_mode: str = "squash"
 
     def __post_init__(self) -> None:
         positive = {
@@ -105,6 +109,10 @@ class TinyClipConfig:
             raise ValueError(f"TinyClipConfig.mlp_ratio must be positive, got {self.mlp_ratio}")
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
             raise ValueError("TinyClipConfig.image_mean/image_std must be 3 values with positive std")
+        if self.resize_mode not in ("squash", "shortest"):
+            raise ValueError(
+                f"TinyClipConfig.resize_mode must be squash or shortest, got {self.resize_mode!r}"
+            )
         if self.interpolation not in ("bicubic", "bilinear"):
             raise ValueError(
                 f"TinyClipConfig.interpolation must be bicubic or bilinear, got {self.interpolation!r}"
@@ -228,7 +236,7 @@ def open_clip_preprocess_cfg(cfg: TinyClipConfig) -> dict[str, Any]:
         "mean": list(cfg.image_mean),
         "std": list(cfg.image_std),
         "interpolation": cfg.interpolation,
-        "resize_mode": "shortest",
+        "resize_mode": cfg.resize_mode,
     }
 
 
@@ -277,6 +285,7 @@ def create_tiny_clip(
         image_mean=cfg.image_mean,
         image_std=cfg.image_std,
         image_interpolation=cfg.interpolation,
+        image_resize_mode=cfg.resize_mode,
     )
     return model, train_transform, val_transform, open_clip.get_tokenizer(name)
 
