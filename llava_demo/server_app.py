@@ -77,32 +77,46 @@ async def _collect(
     raise BackendError(_NO_DONE)
 
 
+def render_batch(writer: ChunkWriter, events: list[StreamEvent]) -> tuple[bytes, bool]:
+    """The SSE bytes for events that arrived together, and whether the answer is finished.
+
+    Consecutive deltas merge into one chunk: when the model outpaces the loop, clients parse fewer chunks.
+    """
+    out: list[bytes] = []
+    text = ""
+    for event in events:
+        if event.kind == "delta":
+            text += event.text
+            continue
+        if text:
+            out.append(writer.content(text))
+            text = ""
+        if event.kind == "notice":
+            writer.add_notice(event.text)
+            continue
+        out.append(writer.finish(event.finish_reason))
+        if writer.include_usage:
+            out.append(writer.usage(event.usage))
+        return b"".join(out), True
+    if text:
+        out.append(writer.content(text))
+    return b"".join(out), False
+
+
 async def _sse_stream(
     job: GenerationJob, first: list[StreamEvent], writer: ChunkWriter, timeout: float
 ) -> AsyncIterator[bytes]:
-    """The SSE body. Events that arrived together go out in one write. A failure after the first chunk
-    becomes an ``error`` event; the end is always [DONE]."""
+    """The SSE body, one write per batch of events. A failure after the first chunk becomes an ``error``
+    event; the end is always [DONE]."""
     try:
         yield writer.role()
         events = first
         while True:
             if not events:
                 raise BackendError(_NO_DONE)
-            out: list[bytes] = []
-            finished = False
-            for event in events:
-                if event.kind == "notice":
-                    writer.add_notice(event.text)
-                elif event.kind == "delta" and event.text:
-                    out.append(writer.content(event.text))
-                elif event.kind == "done":
-                    out.append(writer.finish(event.finish_reason))
-                    if writer.include_usage:
-                        out.append(writer.usage(event.usage))
-                    finished = True
-                    break
-            if out:
-                yield b"".join(out)
+            data, finished = render_batch(writer, events)
+            if data:
+                yield data
             if finished:
                 break
             events = await job.next_events(timeout)
