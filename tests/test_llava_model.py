@@ -145,3 +145,35 @@ def test_stage2_update_changes_projector_and_llm_not_vision(parts_dirs, tmp_path
     assert vision and not any(changed[n] for n in vision)
     assert all(changed[n] for n in projector)
     assert language and all(changed[n] for n in language)  # every block, the norm and the (tied) embeddings
+
+
+def test_a_tokenizer_without_image_token_gets_one_and_the_lm_grows(tmp_path):
+    """A plain LM tokenizer (no <image>, no pad): <image> is added as one special token, pad falls back to
+    unk (LLaVA v1), and the LM's embedding matrix grows to the new vocabulary before the weights are copied."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from trainer.llava.assemble import load_tokenizer
+
+    vocab = {"<unk>": 0, "</s>": 1, "a": 2, "red": 3, "star": 4, "?": 5}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", eos_token="</s>")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    torch.manual_seed(1)
+    lm = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=6, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+        )
+    )
+    lm.save_pretrained(tmp_path / "lm")
+    vision = write_parts(tmp_path / "parts").vision
+    assert load_tokenizer(tmp_path / "lm").convert_tokens_to_ids("<image>") == 0  # unknown before
+    parts = assemble_llava(vision, tmp_path / "lm", None, ArchitectureConfig())
+    tok = parts.processor.tokenizer
+    assert parts.model.config.image_token_id == tok.convert_tokens_to_ids("<image>") == 6
+    assert tok("a <image> star", add_special_tokens=False)["input_ids"] == [2, 6, 4]
+    assert tok.pad_token == "<unk>"
+    embeddings = parts.model.model.language_model.embed_tokens.weight
+    assert embeddings.shape == (7, 16) and torch.equal(embeddings[:6], lm.model.embed_tokens.weight)
+    assert torch.equal(parts.model.lm_head.weight[:6], lm.lm_head.weight)

@@ -71,8 +71,9 @@ class StageConfig:
 
     Stage 1 trains the projector and ``image_newline`` on captions with the ``plain`` template; stage 2
     trains projector, ``image_newline`` and the whole LLM on instructions. The vision tower is always frozen
-    (``requires_grad=False`` and eval mode). ``image_newline`` trains with the projector: LLaVA-NeXT saves
-    and tunes it with the ``mm_mlp_adapter`` parts, and it is the only learned piece of the AnyRes layout.
+    (``requires_grad=False`` and eval mode). ``image_newline`` trains with the projector in both stages: it
+    is the only learned piece of the AnyRes layout (a frozen random row separator carries no information),
+    and it is created and stored with the multimodal glue, not with the LLM (docs/llava_trainer.md).
     """
 
     preset: str

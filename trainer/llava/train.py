@@ -37,6 +37,7 @@ from trainer.llava.export import ExportError, export_transformers
 from trainer.llava.sampler import length_grouped_batches
 from trainer.llava.stages import compute_loss, configure_stage, parameter_counts, set_train_mode
 from trainer.runtime.checkpoint import CheckpointError
+from trainer.runtime.data_order import DataOrderError
 from trainer.runtime.loop import RunResult, TrainJob, make_accelerator, run_training, seed_everything
 
 FINAL_DIR = "final"
@@ -212,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
     try:
         result = train(args)
-    except (ConfigError, DataError, AssemblyError, CheckpointError, ExportError) as exc:
+    except (ConfigError, DataError, AssemblyError, CheckpointError, ExportError, DataOrderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     state = "finished" if result.finished else f"stopped ({result.stop_reason})"

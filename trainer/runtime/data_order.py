@@ -18,6 +18,10 @@ from functools import lru_cache
 MicroBatch = list[int]
 
 
+class DataOrderError(ValueError):
+    """The data plan cannot feed the run (e.g. fewer micro-batches than one update needs)."""
+
+
 @dataclass(frozen=True)
 class DataPosition:
     epoch: int = 0
@@ -56,7 +60,7 @@ class DataOrder:
     def updates_in_epoch(self, epoch: int) -> int:
         count = len(self.plan(epoch)) // self.micro_batches_per_update
         if count == 0:
-            raise ValueError(
+            raise DataOrderError(
                 f"epoch {epoch} has {len(self.plan(epoch))} micro-batches, fewer than one update needs "
                 f"({self.world_size} process(es) x grad_accum {self.grad_accum}); use more data or smaller batches"
             )
