@@ -20,6 +20,7 @@ Presets (``stage_preset(name, stage)``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any, Literal
 
 from llava_demo.anyres import LLAVA_1_6_GRIDS
@@ -219,12 +220,14 @@ def _llava_next_7b(stage: int) -> StageConfig:
     )
 
 
-_PRESETS = {
-    "tiny": _tiny,
-    "synthworld": _synthworld,
-    "llava_1_5_7b": _llava_1_5_7b,
-    "llava_next_7b": _llava_next_7b,
-}
+_PRESETS = MappingProxyType(
+    {
+        "tiny": _tiny,
+        "synthworld": _synthworld,
+        "llava_1_5_7b": _llava_1_5_7b,
+        "llava_next_7b": _llava_next_7b,
+    }
+)
 
 
 def stage_preset(name: str, stage: int) -> StageConfig:

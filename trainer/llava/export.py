@@ -21,6 +21,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from safetensors.torch import save_file
@@ -34,11 +35,13 @@ METADATA_NAME = "llava_trainer.json"
 VISION_SUBDIR = "clip_vision_tower"
 # sglang LlavaBaseForCausalLM.load_weights picks the tower class from this substring of mm_vision_tower.
 SGLANG_CLIP_MARKER = "clip"
-ORIGINAL_ARCHITECTURES = {
-    "llama": "LlavaLlamaForCausalLM",
-    "mistral": "LlavaMistralForCausalLM",
-    "qwen2": "LlavaQwenForCausalLM",
-}
+ORIGINAL_ARCHITECTURES = MappingProxyType(
+    {
+        "llama": "LlavaLlamaForCausalLM",
+        "mistral": "LlavaMistralForCausalLM",
+        "qwen2": "LlavaQwenForCausalLM",
+    }
+)
 
 
 class ExportError(ValueError):
