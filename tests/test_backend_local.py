@@ -142,8 +142,9 @@ def test_cancellation_stops_generation_within_a_second(checkpoint):
     assert done.finish_reason == "cancelled" and finished - cancelled_at[0] < 1.0
     produced = done.usage.completion_tokens
     assert 0 < produced < 3900
-    # At the measured rate the uncancelled generation would have run for several seconds.
-    assert 3900 * (cancelled_at[0] - started) / produced > 3.0
+    # The test only proves something if the uncancelled run would have lasted well past the 1 s window
+    # (about 3 s on an idle 2-core machine, longer under load).
+    assert 3900 * (cancelled_at[0] - started) / produced > 1.5
     assert not slow.health()["busy"]
 
 
