@@ -133,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer length when a request sets none (default 512)",
     )
     limits.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=64 * 1024 * 1024,
+        help="largest request body; bigger ones get 413 (default 64 MiB)",
+    )
+    limits.add_argument(
         "--image-root", type=Path, help="clients may name image files inside this folder only"
     )
     limits.add_argument(
@@ -160,7 +166,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             raise StartupError(
                 "--template applies to the local backend; a remote server renders its own prompts"
             )
-    if args.backend != "local" and not args.backend_url and args.backend == "openai":
+    if args.backend == "openai" and not args.backend_url:
         raise StartupError(
             "--backend openai needs --backend-url (the OpenAI-compatible server to forward to)"
         )
@@ -178,6 +184,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             max_pixels=args.max_pixels,
             api_key=args.api_key,
             default_max_tokens=args.default_max_tokens,
+            max_request_bytes=args.max_request_bytes,
         )
     except ServerConfigError as exc:
         raise StartupError(str(exc)) from exc

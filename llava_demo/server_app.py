@@ -128,12 +128,32 @@ async def _sse_stream(
     yield DONE_EVENT
 
 
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    too_large = ApiError(
+        413,
+        f"the request body exceeds the server's limit of {limit:,} bytes (--max-request-bytes); "
+        "send fewer or smaller images",
+        code="request_too_large",
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _chat_completions(state: ServerState, request: Request) -> Response:
     config = state.config
     check_api_key(config, request)
-    parsed = parse_chat_request(
-        parse_json_body(await request.body()), default_max_tokens=config.default_max_tokens
-    )
+    body = await read_body(request, config.max_request_bytes)
+    parsed = parse_chat_request(parse_json_body(body), default_max_tokens=config.default_max_tokens)
     if not config.accepts_model(parsed.model):
         raise ApiError(
             404,

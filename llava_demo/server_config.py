@@ -48,6 +48,8 @@ class ServerConfig:
     allow_remote_images: bool = False
     max_pixels: int = 40_000_000
     max_image_bytes: int = 20 * 1024 * 1024
+    max_request_bytes: int = 64 * 1024 * 1024
+    """Largest request body (a few base64 images plus text); larger ones are refused with 413 unread."""
     api_key: str | None = None
     """When set, /v1/* needs ``Authorization: Bearer <key>``; /health stays open like SGLang's."""
     default_max_tokens: int = DEFAULT_MAX_TOKENS
@@ -65,7 +67,12 @@ class ServerConfig:
             raise ServerConfigError("host must not be empty (use 127.0.0.1 for this machine only)")
         if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise ServerConfigError(f"port must be in 0..65535 (0 picks a free port), got {self.port!r}")
-        for name, low in (("max_concurrency", 1), ("max_queue", 0), ("default_max_tokens", 1)):
+        for name, low in (
+            ("max_concurrency", 1),
+            ("max_queue", 0),
+            ("default_max_tokens", 1),
+            ("max_request_bytes", 1024),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ServerConfigError(f"{name} must be an integer >= {low}, got {value!r}")

@@ -189,6 +189,20 @@ def test_bad_requests(request_body: bytes, status: int, code: str) -> None:
     assert len(backend.calls) == 1  # the bad request never reached the backend
 
 
+def test_oversized_body_is_413_before_parsing() -> None:
+    backend = FakeBackend()
+    with serve(backend, max_request_bytes=4096) as client:
+        big = {"messages": [{"role": "user", "content": "x" * 5000}]}
+        response = client.post(CHAT, json=big)
+        assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+        assert "4,096 bytes" in response.json()["error"]["message"]
+        # Without a Content-Length (chunked upload) the limit holds while reading.
+        chunked = client.post(CHAT, content=iter([b'{"messages": [', b" " * 5000, b"]}"]))
+        assert chunked.status_code == 413
+        assert client.post(CHAT, json=HI).status_code == 200
+    assert len(backend.calls) == 1
+
+
 def test_image_sources_follow_the_server_policy(tmp_path: Path) -> None:
     inside = tmp_path / "root" / "ok.png"
     inside.parent.mkdir()
