@@ -163,7 +163,11 @@ async def _chat_completions(state: ServerState, request: Request) -> Response:
             param="model",
         )
     check_requested_template(state, parsed.chat_template)
-    conversation, notices = await asyncio.to_thread(build_conversation, parsed, config.image_limits())
+    if any(message.images for message in parsed.messages):
+        # Decoding takes milliseconds per image: keep the event loop free meanwhile.
+        conversation, notices = await asyncio.to_thread(build_conversation, parsed, config.image_limits())
+    else:
+        conversation, notices = build_conversation(parsed, config.image_limits())
     timeout = config.first_event_timeout_s
     job: GenerationJob | None = None
     async with DisconnectWatcher(request.receive) as watcher:
