@@ -168,7 +168,7 @@ async def _chat_completions(state: ServerState, request: Request) -> Response:
         conversation, notices = await asyncio.to_thread(build_conversation, parsed, config.image_limits())
     else:
         conversation, notices = build_conversation(parsed, config.image_limits())
-    timeout = config.first_event_timeout_s
+    timeout = config.event_timeout_s
     job: GenerationJob | None = None
     async with DisconnectWatcher(request.receive) as watcher:
         try:
@@ -187,7 +187,7 @@ async def _chat_completions(state: ServerState, request: Request) -> Response:
                 raise job_error(exc) from exc
             raise
     if not parsed.stream:
-        body = completion_body(
+        payload = completion_body(
             completion_id=new_completion_id(),
             created=int(time.time()),
             model=config.model_name,
@@ -196,7 +196,7 @@ async def _chat_completions(state: ServerState, request: Request) -> Response:
             usage=done.usage,
             notices=notices + backend_notices,
         )
-        return JSONResponse(body)
+        return JSONResponse(payload)
     writer = ChunkWriter(config.model_name, include_usage=parsed.include_usage, pending_notices=list(notices))
     return StreamingResponse(
         _sse_stream(job, first, writer, timeout),

@@ -53,8 +53,9 @@ class ServerConfig:
     api_key: str | None = None
     """When set, /v1/* needs ``Authorization: Bearer <key>``; /health stays open like SGLang's."""
     default_max_tokens: int = DEFAULT_MAX_TOKENS
-    first_event_timeout_s: float = 600.0
-    """How long a request may wait for the backend's first event (queue wait not included)."""
+    event_timeout_s: float = 600.0
+    """Longest wait for the backend's next event (the first one included, the queue wait not): a safety net
+    behind the backends' own timeouts, so a hung backend costs a 504, never a request that waits forever."""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKEND_KINDS:
@@ -76,9 +77,9 @@ class ServerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ServerConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-        timeout = self.first_event_timeout_s
+        timeout = self.event_timeout_s
         if not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
-            raise ServerConfigError(f"first_event_timeout_s must be a positive number, got {timeout!r}")
+            raise ServerConfigError(f"event_timeout_s must be a positive number, got {timeout!r}")
         if self.api_key is not None and not self.api_key.strip():
             raise ServerConfigError("api_key must not be blank; leave it unset for an open server")
         if self.image_root is not None:
@@ -128,7 +129,7 @@ class ServerConfig:
             "max_queue": 2,
             "default_max_tokens": 16,
             "max_pixels": 4_000_000,
-            "first_event_timeout_s": 60.0,
+            "event_timeout_s": 60.0,
         }
         values.update(overrides)
         return cls(**values)
