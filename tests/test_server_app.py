@@ -189,6 +189,17 @@ def test_bad_requests(request_body: bytes, status: int, code: str) -> None:
     assert len(backend.calls) == 1  # the bad request never reached the backend
 
 
+def test_a_silent_backend_costs_a_504_not_a_hang() -> None:
+    backend = FakeBackend(tokens=("late",), delay_s=3.0)
+    with serve(backend, event_timeout_s=0.3) as client:
+        for stream in (False, True):
+            started = time.monotonic()
+            response = client.post(CHAT, json={**HI, "stream": stream})
+            assert response.status_code == 504 and response.json()["error"]["code"] == "generation_timeout"
+            assert time.monotonic() - started < 2
+        assert all(call.cancel.wait(2) for call in backend.calls)
+
+
 def test_oversized_body_is_413_before_parsing() -> None:
     backend = FakeBackend()
     with serve(backend, max_request_bytes=4096) as client:
