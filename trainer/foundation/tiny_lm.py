@@ -16,7 +16,7 @@ class TinyLMConfig:
     """Shape of the tiny Llama. ``vocab_size`` and the special ids come from the tokenizer at build time.
 
     Presets:
-      * ``tiny``: hidden 32, 2 layers, 4 heads of 8 (about 80k params with a 512 vocab); for tests, builds
+      * ``tiny``: hidden 32, 2 layers, 4 heads of 8 (about 37k params with a 512 vocab); for tests, builds
         and trains a few hundred steps in seconds.
       * ``default``: hidden 192, 4 layers, 6 heads of 32, MLP 512, tied embeddings (about 2.2M params with
         a 2048 vocab, ~9 MB fp32); the recipe pretrains it in <= 5 minutes on 2 CPU cores.
