@@ -79,7 +79,10 @@ def test_manifest_hashes_sizes_and_producers(tmp_path):
     assert verify_manifest(tmp_path, manifest) == []
     (tmp_path / "models" / "lm" / "w.bin").write_bytes(b"abd")
     (tmp_path / "stray").write_bytes(b"1")
-    assert verify_manifest(tmp_path, manifest) == ["sha256 mismatch: models/lm/w.bin", "not in manifest: stray"]
+    assert verify_manifest(tmp_path, manifest) == [
+        "sha256 mismatch: models/lm/w.bin",
+        "not in manifest: stray",
+    ]
 
 
 def test_outputs_get_umask_permissions_not_private_temp_modes(tmp_path):

@@ -26,7 +26,9 @@ def _ensure_parent(path: Path) -> Path:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputNotWritableError(f"cannot create output directory {parent}: {exc.strerror or exc}") from exc
+        raise OutputNotWritableError(
+            f"cannot create output directory {parent}: {exc.strerror or exc}"
+        ) from exc
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputNotWritableError(f"output directory {parent} is not writable")
     return parent
