@@ -334,3 +334,19 @@ def test_cli_end_to_end_writes_model_tokenizer_and_metrics(tmp_path, tok):
     assert {"model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja"} <= {
         p.name for p in out.iterdir()
     }
+
+
+def test_cli_reports_bad_input_as_one_line(tmp_path, capsys):
+    from trainer.foundation.tokenizer import main as tokenizer_main
+
+    assert (
+        main(
+            ["--world", str(tmp_path / "nowhere"), "--tokenizer", str(tmp_path), "--out", str(tmp_path / "o")]
+        )
+        == 2
+    )
+    assert "TokenizerLoadError" in capsys.readouterr().err
+    assert tokenizer_main(["--world", str(tmp_path / "nowhere"), "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: CorpusError") and "nowhere" in err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "t").exists()

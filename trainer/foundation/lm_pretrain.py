@@ -1,7 +1,8 @@
 """Pretrain the tiny base LLM on SynthWorld text.
 
     python -m trainer.foundation.lm_pretrain --world DIR --tokenizer DIR --out DIR \\
-        [--extra-json llava_instruct.json] [--preset default] [--max-minutes 5] [--max-steps N] [--seed 0]
+        [--extra-json llava_instruct.json] [--preset default] [--max-minutes 5] [--max-steps N] [--seed 0] \\
+        [--precision auto|fp32|bf16] [--threads 1]
 
 Documents (see ``corpus``) are split train/held-out by content hash, joined with ``</s>`` and packed into
 blocks of 256 tokens. AdamW with linear warmup and a cosine decay; the decay is driven by whichever budget
@@ -17,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -25,8 +27,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
-from trainer.atomic import atomic_directory, atomic_write_json
-from trainer.foundation.corpus import iter_world_documents
+from trainer.atomic import OutputNotWritableError, atomic_directory, atomic_write_json
+from trainer.foundation.corpus import CorpusError, iter_world_documents
 from trainer.foundation.lm_data import (
     evenly_spaced_rows,
     join_documents,
@@ -35,7 +37,7 @@ from trainer.foundation.lm_data import (
     unigram_perplexity,
 )
 from trainer.foundation.tiny_lm import TinyLMConfig, build_tiny_lm, count_parameters
-from trainer.foundation.tokenizer import load_tokenizer
+from trainer.foundation.tokenizer import TokenizerLoadError, load_tokenizer
 
 # Share of the time budget kept back for the final evaluation and saving, plus a fixed floor in seconds.
 _RESERVE_FRACTION = 0.10
@@ -85,7 +87,13 @@ class PretrainConfig:
     @classmethod
     def tiny(cls) -> PretrainConfig:
         return cls(
-            block_size=32, batch_size=8, learning_rate=1e-2, warmup_steps=5, max_steps=80, max_minutes=None
+            block_size=32,
+            batch_size=8,
+            learning_rate=1e-2,
+            warmup_steps=5,
+            max_steps=80,
+            max_minutes=None,
+            precision="fp32",  # deterministic tests, and bf16 only pays off for large matrices
         )
 
     @classmethod
@@ -304,11 +312,22 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="training precision (default: preset)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on a busy 2-core machine 2 threads ran 2-14x slower per step)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the tqdm bar")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     if args.world is None and not args.extra_json:
         parser.error("give --world and/or --extra-json: there is no training text")
+    if args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
+    # Set at the edge, once: thread count is process state. With OpenMP threads competing for busy cores,
+    # one thread measured 110 ms per default-preset step against 200-1500 ms for two.
+    torch.set_num_threads(args.threads)
     model_cfg = TinyLMConfig.from_preset(args.preset)
     train_cfg = PretrainConfig.from_preset(args.preset)
     overrides: dict[str, object] = {"seed": args.seed}
@@ -319,14 +338,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_steps is not None:
         overrides["max_steps"] = args.max_steps
         overrides["warmup_steps"] = min(train_cfg.warmup_steps, max(args.max_steps - 1, 0))
-    train_cfg = replace(train_cfg, **overrides)
-    tokenizer = load_tokenizer(args.tokenizer)
-    texts = [doc.text for doc in iter_world_documents(args.world, args.extra_json)]
-    model, metrics = run_pretraining(
-        texts, tokenizer, model_cfg, train_cfg, started=started, show_progress=not args.no_progress
-    )
-    metrics["total_seconds"] = round(time.perf_counter() - started, 1)
-    save_pretrained_lm(model, tokenizer, metrics, args.out)
+    try:
+        train_cfg = replace(train_cfg, **overrides)
+        tokenizer = load_tokenizer(args.tokenizer)
+        texts = [doc.text for doc in iter_world_documents(args.world, args.extra_json)]
+        model, metrics = run_pretraining(
+            texts, tokenizer, model_cfg, train_cfg, started=started, show_progress=not args.no_progress
+        )
+        metrics["total_seconds"] = round(time.perf_counter() - started, 1)
+        save_pretrained_lm(model, tokenizer, metrics, args.out)
+    except (CorpusError, TokenizerLoadError, OutputNotWritableError, ValueError) as exc:
+        # Bad input is reported as one line naming the file or option, not a traceback.
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     summary = {
         k: metrics[k] for k in ("params", "size_mb", "steps", "precision", "tokens_seen", "train_seconds")
     }

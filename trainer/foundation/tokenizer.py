@@ -13,6 +13,7 @@ the chat template writes ``</s>`` after assistant turns, as in LLaVA's ``vicuna_
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -174,9 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab-size", type=int, default=2048, help="target vocabulary size (default 2048)")
     parser.add_argument("--out", type=Path, required=True, help="output tokenizer directory")
     args = parser.parse_args(argv)
-    texts = (doc.text for doc in iter_world_documents(args.world, args.extra_json))
-    tok = train_tokenizer(texts, vocab_size=args.vocab_size)
-    save_tokenizer(tok, args.out)
+    from trainer.atomic import OutputNotWritableError
+    from trainer.foundation.corpus import CorpusError
+
+    try:
+        texts = (doc.text for doc in iter_world_documents(args.world, args.extra_json))
+        tok = train_tokenizer(texts, vocab_size=args.vocab_size)
+        save_tokenizer(tok, args.out)
+    except (CorpusError, OutputNotWritableError, ValueError) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     print(f"tokenizer: {len(tok)} tokens -> {args.out}")
     return 0
 
