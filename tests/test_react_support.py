@@ -1,0 +1,88 @@
+"""Shared builders for the REACT explorer tests: a random-weight tiny CLIP on disk, toy pools, unit vectors.
+
+The tiny CLIP has random weights, so tests assert what holds for any weights: identical texts (or images) give
+identical unit vectors (similarity 1), and dimensions, counts and orders are exact. The two tests at the bottom
+check the builders themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from trainer.foundation.tiny_clip import TinyClipConfig, create_tiny_clip, save_open_clip_dir
+from trainer.foundation.tokenizer import save_tokenizer, train_tokenizer
+
+logging.getLogger().setLevel(logging.ERROR)  # open_clip warns "initialized randomly" on every create
+
+TOY_COLORS = {"red": (220, 40, 40), "green": (45, 165, 60), "blue": (40, 80, 220), "yellow": (240, 215, 40)}
+TOY_SHAPES = ("square", "circle")
+
+
+def save_random_tiny_clip(root: Path) -> Path:
+    """A random-weight tiny CLIP (TinyClipConfig.tiny(): 32-d embeddings) saved in open_clip's local-dir layout."""
+    texts = [f"{c} {s} photo icon" for c in (*TOY_COLORS, "pink", "gray") for s in (*TOY_SHAPES, "star")] * 5
+    tokenizer_dir = save_tokenizer(train_tokenizer(texts, vocab_size=300), root / "tokenizer")
+    model, _, _, _ = create_tiny_clip(TinyClipConfig.tiny(), tokenizer_dir, seed=0)
+    return save_open_clip_dir(model, TinyClipConfig.tiny(), root / "clip", tokenizer_dir=tokenizer_dir)
+
+
+def toy_caption(index: int) -> str:
+    color = list(TOY_COLORS)[index % len(TOY_COLORS)]
+    return f"{color} {TOY_SHAPES[(index // len(TOY_COLORS)) % len(TOY_SHAPES)]}"
+
+
+def toy_image(index: int, size: int = 24) -> Image.Image:
+    """A coloured block at a position that depends on ``index``: images differ, captions repeat."""
+    rgb = TOY_COLORS[list(TOY_COLORS)[index % len(TOY_COLORS)]]
+    pixels = np.full((size, size, 3), 235, dtype=np.uint8)
+    x, y = (index * 5) % (size // 2), (index * 3) % (size // 2)
+    pixels[y : y + size // 2, x : x + size // 2] = rgb
+    return Image.fromarray(pixels)
+
+
+def write_toy_pool(root: Path, count: int = 24) -> Path:
+    """``root/pool.parquet`` with ``count`` pairs (relative image paths under ``root/images``), as SynthWorld's."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(count):
+        toy_image(i).save(root / "images" / f"{i:04d}.png")
+        rows.append(
+            {
+                "key": f"{i:09d}",
+                "image_path": f"images/{i:04d}.png",
+                "caption": toy_caption(i),
+                "url": f"synthworld://pool/{i:09d}.png",
+            }
+        )
+    pq.write_table(pa.Table.from_pylist(rows), root / "pool.parquet")
+    return root / "pool.parquet"
+
+
+def unit_vectors(count: int, dim: int, seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((count, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_toy_pool_rows_and_captions(tmp_path):
+    path = write_toy_pool(tmp_path, count=10)
+    table = pq.read_table(path)
+    assert table.num_rows == 10
+    assert table.column("caption").to_pylist()[:5] == [
+        "red square",
+        "green square",
+        "blue square",
+        "yellow square",
+        "red circle",
+    ]
+    assert all((tmp_path / p).is_file() for p in table.column("image_path").to_pylist())
+
+
+def test_unit_vectors_are_unit():
+    vectors = unit_vectors(5, 7)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-6)
