@@ -92,7 +92,8 @@ def check_message(text: str | None, files: Sequence[str] | None, limits: ImageLi
         try:
             load_image(path, limits)
         except ImageInputError as exc:
-            raise ChatInputError(f"{Path(path).name} was not accepted: {exc.detail} [{exc.code}]") from exc
+            hint = "; the app's upload limit is set with --max-upload-mb" if exc.code == "too_large" else ""
+            raise ChatInputError(f"{Path(path).name} was not accepted: {exc.detail} [{exc.code}]{hint}") from exc
     return files
 
 
@@ -147,12 +148,20 @@ def _without_last(conversation: Conversation) -> Conversation:
 def answer_note(outcome: Outcome) -> str:
     """What the reader should know about an answer, in one line ("" when nothing)."""
     parts = [f"note: {notice}" for notice in outcome.notices]
-    tokens = outcome.usage.completion_tokens if outcome.usage else None
+    tokens = token_count(outcome)
     if outcome.finish_reason == "cancelled":
-        parts.append("stopped" + (f" after {tokens} tokens" if tokens is not None else ""))
+        parts.append(f"stopped after {tokens}")
     elif outcome.finish_reason == "length":
-        parts.append(f"cut at the max-new-tokens limit ({tokens} tokens)")
+        parts.append(f"cut at the max-new-tokens limit ({tokens})")
     return "; ".join(parts)
+
+
+def token_count(outcome: Outcome) -> str:
+    """ "1 token", "12 tokens", or "? tokens" when the backend sent no usage."""
+    if outcome.usage is None:
+        return "? tokens"
+    n = outcome.usage.completion_tokens
+    return f"{n} token" if n == 1 else f"{n} tokens"
 
 
 def outcome_status(outcome: Outcome) -> str:
@@ -160,7 +169,7 @@ def outcome_status(outcome: Outcome) -> str:
     if outcome.error is not None:
         return f"**Error** ({outcome.error_code}): {outcome.error}"
     usage = outcome.usage
-    tokens = f"{usage.completion_tokens} tokens" if usage else "? tokens"
+    tokens = token_count(outcome)
     image_tokens = (
         f", {usage.image_tokens:,} image tokens in the prompt" if usage and usage.image_tokens else ""
     )
@@ -187,7 +196,9 @@ def chatbot_messages(state: ChatState, partial: str | None = None) -> list[dict[
             messages.append({"role": "user", "content": content})
         else:
             note = next(answers)
-            text = message.text or "(no text)"
+            text = message.text or (
+                "(stopped before any text)" if note.startswith("stopped") else "(no text)"
+            )
             if note:
                 text = f"{text}\n\n*[{note}]*"
             messages.append({"role": "assistant", "content": [{"type": "text", "text": text}]})
