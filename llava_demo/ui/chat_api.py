@@ -58,7 +58,7 @@ class ChatApi:
             paths = cs.check_message(text, _paths(images), self.services.limits)
             asked = cs.add_question(state, cs.compose_text(text or "", response_format), paths)
             params = sampling_params(temperature, top_p, max_new_tokens)
-            backend = self.services.pool.get(model, template_or_none(template))
+            backend = self.services.backend(model, template_or_none(template))
             final: Outcome | None = None
             for item in self.services.answer(session, backend, asked.conversation, params):
                 if isinstance(item, Outcome):

@@ -104,7 +104,7 @@ class ChatHandlers:
             params = sampling_params(temperature, top_p, max_new_tokens)
             if not self._loaded(model, template):
                 yield state, gr.skip(), f"Loading model `{model}`…", gr.skip()
-            backend = self.services.pool.get(model, template_or_none(template))
+            backend = self.services.backend(model, template_or_none(template))
             final: Outcome | None = None
             for item in self.services.answer(session, backend, state.conversation, params):
                 if isinstance(item, Outcome):
@@ -180,7 +180,7 @@ class ChatHandlers:
         counter, source = DEFAULT_COUNTER, "LLaVA-1.6 defaults"
         if self.services.local:
             try:
-                counter, source = counter_for(self.services.pool.get(model, template_or_none(template)))
+                counter, source = counter_for(self.services.backend(model, template_or_none(template)))
             except ModelUnavailableError as exc:
                 source = f"LLaVA-1.6 defaults, because the selected model is unavailable ({exc})"
         else:

@@ -75,6 +75,18 @@ class ChatServices:
             return str(exc)
         return None
 
+    def backend(self, model: str, template: str | None = None) -> ChatBackend:
+        """The backend for a model chosen in the UI or the API (``ModelUnavailableError`` explains refusals).
+
+        Reachable from the network, the app serves only the models it lists: a typed path or hub id would let
+        any visitor load server folders or start multi-gigabyte downloads.
+        """
+        if not self.settings.loopback_only and model not in {c.value for c in self.model_choices()}:
+            raise ModelUnavailableError(
+                f"{model!r} is not one of the models this app offers; pick one from the list"
+            )
+        return self.pool.get(model, template)
+
     def preload(self) -> None:
         """Load the default model before serving; a failure is logged and shown in the tab, not fatal."""
         if not self.settings.preload:

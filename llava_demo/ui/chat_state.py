@@ -93,7 +93,9 @@ def check_message(text: str | None, files: Sequence[str] | None, limits: ImageLi
             load_image(path, limits)
         except ImageInputError as exc:
             hint = "; the app's upload limit is set with --max-upload-mb" if exc.code == "too_large" else ""
-            raise ChatInputError(f"{Path(path).name} was not accepted: {exc.detail} [{exc.code}]{hint}") from exc
+            raise ChatInputError(
+                f"{Path(path).name} was not accepted: {exc.detail} [{exc.code}]{hint}"
+            ) from exc
     return files
 
 

@@ -57,7 +57,14 @@ def build_chat_tab(services: ChatServices) -> None:
         with gr.Column(scale=3, min_width=260):
             with gr.Row():
                 model = gr.Dropdown(
-                    choices=choices, value=settings.model, label="Model", scale=5, elem_id="chat-model"
+                    choices=choices,
+                    value=settings.model,
+                    label="Model",
+                    info="a preset or checkpoint"
+                    + (", or type a folder or hub id" if settings.loopback_only else ""),
+                    allow_custom_value=services.local and settings.loopback_only,
+                    scale=5,
+                    elem_id="chat-model",
                 )
                 refresh = gr.Button("Refresh", scale=1, min_width=60, elem_id="chat-refresh-models")
             template = gr.Dropdown(
