@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 import types
 from pathlib import Path
 
@@ -347,3 +348,22 @@ def test_anyres_panel_counts_what_the_processor_counts(images):
     assert "**52 image tokens** for `wide.png` (100x50): 16 base + 32 grid + 4 row ends" in view.summary()
     default, source = counter_for(FakeBackend())
     assert default.anyres == AnyResConfig() and "LLaVA-1.6 defaults" in source
+
+
+def test_an_in_process_model_is_slowed_per_forward_pass_until_closed():
+    import torch
+
+    class WithModel(FakeBackend):
+        model = torch.nn.Linear(2, 2)
+
+    inner = WithModel()
+    paced = PacedBackend(inner, delay_s=0.05)
+    assert paced.paces_model and paced.health()["paces_model"] is True
+    started = time.monotonic()
+    inner.model(torch.zeros(1, 2))
+    assert time.monotonic() - started >= 0.05
+    assert collect(paced.stream(ask())).text == "Hello, world!"  # the stream itself is not paced again
+    paced.close()
+    started = time.monotonic()
+    inner.model(torch.zeros(1, 2))
+    assert time.monotonic() - started < 0.05

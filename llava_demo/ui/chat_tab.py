@@ -80,10 +80,19 @@ def build_chat_tab(services: ChatServices) -> None:
                 label="Response format",
                 elem_id="chat-format",
             )
-            with gr.Accordion("Parameters", open=False):
-                temperature = gr.Slider(0.0, 1.0, value=0.2, step=0.05, label="Temperature (0 = greedy)")
-                top_p = gr.Slider(0.05, 1.0, value=0.7, step=0.05, label="Top p")
-                max_new_tokens = gr.Slider(1, 1024, value=512, step=1, label="Max new tokens")
+            with gr.Accordion("Parameters", open=False, elem_id="chat-parameters"):
+                temperature = gr.Slider(
+                    0.0,
+                    1.0,
+                    value=0.2,
+                    step=0.05,
+                    label="Temperature (0 = greedy)",
+                    elem_id="chat-temperature",
+                )
+                top_p = gr.Slider(0.05, 1.0, value=0.7, step=0.05, label="Top p", elem_id="chat-top-p")
+                max_new_tokens = gr.Slider(
+                    1, 1024, value=512, step=1, label="Max new tokens", elem_id="chat-max-tokens"
+                )
         with gr.Column(scale=8):
             chatbot = gr.Chatbot(
                 label="LLaVA-NeXT",

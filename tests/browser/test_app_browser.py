@@ -1,0 +1,207 @@
+"""Acceptance in a real browser: ``python app.py`` in a subprocess on a tiny LLaVA-NeXT, driven by Playwright
+through Debian's headless chromium. Upload, ask, watch the answer stream, Stop (the backend ends the answer with
+finish_reason "cancelled": the status line and the app's log say so), Regenerate, a second image in the same
+conversation with the AnyRes token count checked against ``anyres.num_image_tokens``, examples, and bad input.
+Screenshots go to test-artifacts/app/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+from tiny_llava import TINY_ANYRES, build_tiny_llava
+
+from llava_demo.anyres import num_image_tokens
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "app"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+STREAM_DELAY_MS = 40  # slow enough to watch the stream and press Stop mid-answer
+START_TIMEOUT_S = 90
+
+if not CHROMIUM.exists():
+    pytest.skip(
+        f"Debian chromium is not installed at {CHROMIUM} (CI installs it in .ci/run; locally: apt-get install "
+        "chromium)",
+        allow_module_level=True,
+    )
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is a dev dependency")
+expect = sync_api.expect
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    model = build_tiny_llava(root / "tiny", suppress_eos=True)
+    Image.new("RGB", (100, 50), (200, 30, 30)).save(root / "red.png")
+    Image.new("RGB", (32, 32), (30, 30, 200)).save(root / "blue.png")
+    (root / "notes.txt").write_text("not an image")
+    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    (root / "big.png").write_bytes(b"\x89PNG" + bytes(1_200_000))
+    shutil.copyfile(root / "blue.png", root / "scene_0.png")
+    (root / "examples.json").write_text(
+        json.dumps([{"image": "scene_0.png", "question": "How many shapes?"}])
+    )
+    port = free_port()
+    log_path = root / "app.log"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"}
+    env.update({"OMP_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(root / "gradio")})
+    command = [sys.executable, "app.py", "--model", str(model), "--port", str(port), "--device", "cpu"]
+    command += ["--stream-delay-ms", str(STREAM_DELAY_MS), "--max-upload-mb", "1", "--feedback-log", ""]
+    command += ["--examples", str(root / "examples.json")]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:  # "Running on local URL" is printed before the server answers (gradio.md §9)
+            if process.poll() is not None:
+                pytest.fail(f"app.py exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}gradio_api/info", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"app.py did not answer within {START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}"
+                )
+            time.sleep(0.3)
+        yield type("App", (), {"url": url, "root": root, "log": log_path})
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture()
+def page(app, browser):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1400, "height": 1600})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(app.url)
+    page.locator("#chat-input textarea").wait_for()
+    yield page
+    context.close()
+
+
+def ask(page, text: str, image: Path | None = None) -> None:
+    if image is not None:
+        page.locator("#chat-input input[type=file]").set_input_files(str(image))
+        expect(page.locator("#chat-input img").first).to_be_visible()  # the upload finished
+    box = page.locator("#chat-input textarea")
+    box.fill(text)
+    box.press("Enter")
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def set_max_tokens(page, value: int) -> None:
+    number = page.locator("#chat-max-tokens input[type=number]")
+    if not number.is_visible():
+        page.locator("#chat-parameters").get_by_text("Parameters").click()
+    number.fill(str(value))
+    number.press("Enter")
+    expect(number).to_have_value(str(value))
+
+
+def test_stream_stop_regenerate_second_image_and_anyres_count(app, page):
+    status, stop = page.locator("#chat-status"), page.locator("#chat-stop")
+    answer = page.get_by_test_id("bot").last
+    ask(page, "What is in the picture?", app.root / "red.png")
+    expect(answer).to_contain_text(re.compile(r"\S{3}"))
+    first_seen = answer.inner_text()
+    expect(stop).to_be_enabled()
+    expect(answer).not_to_have_text(first_seen)  # the answer grows while it streams
+    assert answer.inner_text().startswith(first_seen.removesuffix(" ▌"))
+    shot(page, "01-streaming")
+
+    stop.click()
+    expect(status).to_contain_text("finish_reason cancelled")
+    expect(stop).to_be_disabled()
+    expect(answer).to_contain_text("stopped after")
+    assert re.search(r"finish_reason=cancelled completion_tokens=\d+", app.log.read_text())
+    tokens = int(re.search(r"after (\d+) tokens?", status.inner_text()).group(1))
+    assert 0 < tokens < 512  # the model itself stopped early, not only the display
+    shot(page, "02-stopped")
+
+    set_max_tokens(page, 12)
+    page.locator("#chat-regenerate").click()
+    expect(status).to_contain_text("finish_reason length, 12 tokens", timeout=30_000)
+    expect(page.get_by_test_id("bot")).to_have_count(1)  # the stopped answer was replaced
+    shot(page, "03-regenerated")
+
+    ask(page, "And this one?", app.root / "blue.png")
+    expect(status).to_contain_text("finish_reason length, 12 tokens, 88 image tokens", timeout=30_000)
+    expected = num_image_tokens((32, 32), TINY_ANYRES)
+    expect(page.locator("#anyres-token-count textarea")).to_have_value(str(expected))
+    expect(page.locator("#anyres-image input")).to_have_value("image 2 of 2: blue.png")
+    expect(page.locator("#anyres-summary")).to_contain_text(f"{expected} image tokens for blue.png")
+    expect(page.get_by_test_id("bot")).to_have_count(2)
+    shot(page, "04-second-image-anyres")
+
+
+def test_bad_input_shows_a_clear_message_and_the_app_keeps_serving(app, page):
+    status = page.locator("#chat-status")
+    ask(page, "   ")
+    expect(status).to_contain_text("the message is empty")
+    for name, expected in [
+        ("notes.txt", "not a recognised image file"),
+        ("corrupt.png", "corrupt.png was not accepted"),
+    ]:
+        page.locator("#chat-input input[type=file]").set_input_files(str(app.root / name))
+        page.locator("#chat-input textarea").fill("What is this?")
+        page.locator("#chat-input textarea").press("Enter")
+        expect(status).to_contain_text(expected)
+        page.locator("#chat-clear").click()
+        expect(status).to_contain_text("New conversation")
+    page.locator("#chat-input input[type=file]").set_input_files(str(app.root / "big.png"))
+    expect(page.get_by_text("exceed the maximum allowed size of 1.0 Mb")).to_be_visible()
+    shot(page, "05-bad-input")
+    set_max_tokens(page, 4)
+    page.get_by_text("How many shapes?").first.click()  # the example fills the input with its scene
+    expect(page.locator("#chat-input textarea")).to_have_value("How many shapes?")
+    page.locator("#chat-input textarea").press("Enter")
+    expect(status).to_contain_text("finish_reason length, 4 tokens, 36 image tokens", timeout=30_000)
+    shot(page, "06-example-answered")
