@@ -110,8 +110,9 @@ def open_embedding_shards(root: str | os.PathLike[str]) -> EmbeddingShards:
     found: dict[str, dict[int, Path]] = {}
     for modality, folder in MODALITY_DIRS.items():
         directory = root / folder
-        if directory.is_dir():
-            found[modality] = _numbered(directory, folder, ".npy")
+        files = _numbered(directory, folder, ".npy") if directory.is_dir() else {}
+        if files:  # an empty folder means the modality was not embedded
+            found[modality] = files
     if not found:
         raise PoolFormatError(f"embeddings {root}: neither img_emb/ nor text_emb/ exists")
     metadata = (

@@ -133,11 +133,15 @@ def _build_ivfpq(
 ) -> list[str]:
     params = plan.params
     index = faiss.index_factory(source.dim, plan.factory, faiss.METRIC_INNER_PRODUCT)
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    # Polysemous training (on by default) only serves Hamming pre-filtering, which we never use, and costs
+    # ~20x the PQ training time (measured 16-29 s vs 0.8 s for 2000 x 32-d).
+    ivf.do_polysemous_training = False
+    ivf.nprobe = params["nprobe"]
     train = source.sample(modality, params["train_size"], cfg.seed)
     bar.set_postfix_str(f"training on {len(train)}")
     index.train(train)
     del train
-    faiss.extract_index_ivf(index).nprobe = params["nprobe"]
     vectors_path = tmp / vectors_file(modality)
     stored = np.lib.format.open_memmap(
         vectors_path, mode="w+", dtype=np.dtype(params["vector_dtype"]), shape=(source.count, source.dim)

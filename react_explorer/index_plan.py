@@ -85,7 +85,7 @@ class IndexBuildConfig:
     def tiny(cls, **overrides: Any) -> IndexBuildConfig:
         """Test preset: small chunks so streaming is exercised on a few hundred vectors."""
         return cls(
-            **{"chunk_rows": 64, "hnsw_m": 8, "hnsw_ef_construction": 40, "hnsw_ef_search": 64, **overrides}
+            **{"chunk_rows": 64, "hnsw_m": 16, "hnsw_ef_construction": 40, "hnsw_ef_search": 64, **overrides}
         )
 
     @classmethod
