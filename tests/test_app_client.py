@@ -194,3 +194,21 @@ def test_tabs_come_from_factories_and_bad_factories_are_named(served):
             make_tabs(settings, [spec])
     with pytest.raises(TabLoadError, match="share the id 'chat'"):
         make_tabs(settings, ["llava_demo.ui.chat_tab:chat_tab"] * 2)
+
+
+def test_a_missing_model_is_explained_inline_and_the_question_is_kept(tmp_path):
+    missing = str(tmp_path / "not-trained-yet")
+    services = ChatServices.create(AppSettings.tiny(model=missing, preload=True))
+    services.preload()  # logs the problem; start-up goes on
+    handlers = ChatHandlers(services)
+    assert handlers.model_banner(missing).startswith(f"⚠️ **Model `{missing}` is not available.**")
+    assert "not an existing directory" in handlers.model_banner(missing)
+    image = tmp_path / "red.png"
+    Image.new("RGB", (100, 50)).save(image)
+    asked = ChatState(Conversation().with_user("What?", [str(image)]))
+    request = SimpleNamespace(session_hash="s")
+    *_, (state, shown, status, box) = handlers.respond(asked, missing, None, 0.2, 0.7, 8, request)
+    assert "**Error:**" in status and "not an existing directory" in status
+    assert state == ChatState() and shown == [] and box == {"text": "What?", "files": [str(image)]}
+    tab = tab_from_services(services)
+    assert (tab.tab_id, tab.allowed_paths) == ("chat", ())
