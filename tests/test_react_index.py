@@ -178,7 +178,9 @@ def test_metadata_and_manifest_errors(built):
     _record_file(built, "metadata.parquet")
     with pytest.raises(IndexLoadError, match="cannot read metadata.parquet"):
         ClipIndex.load(built)
-    pa.parquet.write_table(pa.table({"key": ["a"], "caption": ["b"], "url": ["c"]}), built / "metadata.parquet")
+    pa.parquet.write_table(
+        pa.table({"key": ["a"], "caption": ["b"], "url": ["c"]}), built / "metadata.parquet"
+    )
     _record_file(built, "metadata.parquet")
     with pytest.raises(IndexLoadError, match="metadata.parquet has 1 rows, manifest count is 2000"):
         ClipIndex.load(built)

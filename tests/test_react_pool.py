@@ -85,7 +85,9 @@ def test_image_folder_with_sidecar_captions(tmp_path):
 
 
 def _meta(start: int, stop: int) -> pa.Table:
-    return pa.table({"url": [f"u{i}" for i in range(start, stop)], "caption": [f"c{i}" for i in range(start, stop)]})
+    return pa.table(
+        {"url": [f"u{i}" for i in range(start, stop)], "caption": [f"c{i}" for i in range(start, stop)]}
+    )
 
 
 def test_shards_stream_in_order_renormalised_and_sample(tmp_path):

@@ -128,7 +128,12 @@ def test_builtin_template_sets_match_open_clip():
 
 def test_expand_prompts_is_class_major_product():
     prompts = expand_prompts(["cat", "red fox"], ["a photo of a {}.", "{} icon"])
-    assert [p.text for p in prompts] == ["a photo of a cat.", "cat icon", "a photo of a red fox.", "red fox icon"]
+    assert [p.text for p in prompts] == [
+        "a photo of a cat.",
+        "cat icon",
+        "a photo of a red fox.",
+        "red fox icon",
+    ]
     assert [p.class_name for p in prompts] == ["cat", "cat", "red fox", "red fox"]
     assert len(expand_prompts(["a", "b", "c"], builtin_templates("openai"))) == 240
     with pytest.raises(QueryError, match="class list is empty"):
