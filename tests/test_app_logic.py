@@ -367,3 +367,13 @@ def test_an_in_process_model_is_slowed_per_forward_pass_until_closed():
     started = time.monotonic()
     inner.model(torch.zeros(1, 2))
     assert time.monotonic() - started < 0.05
+
+
+def test_the_registry_forgets_the_oldest_sessions_beyond_its_cap():
+    registry = SessionGenerations(remembered_sessions=2)
+    for name in ("a", "b", "c"):
+        registry.expect(name)
+        job = registry.start(name, GenerationJob(FakeBackend(), ask(), SamplingParams()))
+        job.wait(5)
+        registry.finish(name, job)
+    assert registry.last_outcome("a") is None and registry.last_outcome("c").text == "Hello, world!"

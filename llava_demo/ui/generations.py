@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -180,15 +181,18 @@ class SessionGenerations:
     Stop (after the answer ended) cannot cancel the next question.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, remembered_sessions: int = 4096) -> None:
         self._lock = threading.Lock()
         self._running: dict[str, GenerationJob] = {}
-        self._expected: dict[str, bool] = {}  # session -> Stop already requested
-        self._last: dict[str, Outcome] = {}
+        # Sessions end without notice (a closed tab), so what is kept per session is capped, oldest first out.
+        self._cap = remembered_sessions
+        self._expected: OrderedDict[str, bool] = OrderedDict()  # session -> Stop already requested
+        self._last: OrderedDict[str, Outcome] = OrderedDict()
 
     def expect(self, session: str) -> None:
         with self._lock:
             self._expected[session] = False
+            _trim(self._expected, self._cap)
 
     def forget_expected(self, session: str) -> None:
         with self._lock:
@@ -217,6 +221,8 @@ class SessionGenerations:
                 del self._running[session]
             if outcome is not None:
                 self._last[session] = outcome
+                self._last.move_to_end(session)
+                _trim(self._last, self._cap)
 
     def stop(self, session: str, wait_s: float = 10.0) -> Outcome | None:
         """Cancel the session's answer (running or still queued) and wait up to ``wait_s`` for the backend to
@@ -247,3 +253,8 @@ class SessionGenerations:
             self._last.pop(session, None)
         if job is not None:
             job.cancel()
+
+
+def _trim(entries: OrderedDict, cap: int) -> None:
+    while len(entries) > cap:
+        entries.popitem(last=False)
