@@ -1,7 +1,8 @@
 """Acceptance in a real browser: ``python app.py`` in a subprocess on a tiny LLaVA-NeXT, driven by Playwright
 through Debian's headless chromium. Upload, ask, watch the answer stream, Stop (the backend ends the answer with
 finish_reason "cancelled": the status line and the app's log say so), Regenerate, a second image in the same
-conversation with the AnyRes token count checked against ``anyres.num_image_tokens``, examples, and bad input.
+conversation with the AnyRes token count checked against ``anyres.num_image_tokens``, Undo, examples, and bad
+input.
 Screenshots go to test-artifacts/app/.
 """
 
@@ -180,6 +181,12 @@ def test_stream_stop_regenerate_second_image_and_anyres_count(app, page):
     expect(page.locator("#anyres-summary")).to_contain_text(f"{expected} image tokens for blue.png")
     expect(page.get_by_test_id("bot")).to_have_count(2)
     shot(page, "04-second-image-anyres")
+
+    page.locator("#chat-undo").click()  # the last question comes back into the box, image included
+    expect(page.locator("#chat-input textarea")).to_have_value("And this one?")
+    expect(page.locator("#chat-input img")).to_have_count(1)
+    expect(page.get_by_test_id("bot")).to_have_count(1)
+    expect(page.locator("#anyres-image input")).to_have_value("image 1 of 1: red.png")
 
 
 def test_bad_input_shows_a_clear_message_and_the_app_keeps_serving(app, page):
