@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
 from react_explorer.cli_common import add_model_arguments, resolve_device, run_cli
 from react_explorer.encoders import ClipEncoder
 from react_explorer.errors import QueryError, ReactExplorerError
@@ -38,12 +42,11 @@ def create_app(
     *,
     max_result_ids: int = DEFAULT_MAX_RESULT_IDS,
     fetch_image_url: Callable[[str], bytes] | None = None,
-) -> Any:
-    """The FastAPI app; ``fetch_image_url`` None refuses ``image_url`` queries."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-    from starlette.concurrency import run_in_threadpool
+) -> FastAPI:
+    """The FastAPI app; ``fetch_image_url`` None refuses ``image_url`` queries.
 
+    FastAPI reads the endpoints' annotations (``Request``) by name, so its classes are imported at module level.
+    """
     if not served:
         raise ValueError("create_app needs at least one index")
     indices = {name: entry.index for name, entry in served.items()}

@@ -38,10 +38,11 @@ def toy_caption(index: int) -> str:
 
 
 def toy_image(index: int, size: int = 24) -> Image.Image:
-    """A coloured block at a position that depends on ``index``: images differ, captions repeat."""
+    """A coloured block at a position unique to ``index`` (below (size/2)^2): images differ, captions repeat."""
     rgb = TOY_COLORS[list(TOY_COLORS)[index % len(TOY_COLORS)]]
     pixels = np.full((size, size, 3), 235, dtype=np.uint8)
-    x, y = (index * 5) % (size // 2), (index * 3) % (size // 2)
+    half = size // 2
+    x, y = index % half, (index // half) % half
     pixels[y : y + size // 2, x : x + size // 2] = rgb
     return Image.fromarray(pixels)
 
