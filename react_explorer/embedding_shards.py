@@ -11,11 +11,9 @@ chunk, however large the shards are. Rows are re-normalised to unit length as fl
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from react_explorer.errors import PoolFormatError
+from react_explorer.npy_stream import NpyRowWriter
 from trainer.atomic import atomic_write_bytes
 
 MODALITY_DIRS = {"image": "img_emb", "text": "text_emb"}
@@ -162,30 +161,23 @@ def write_embedding_shard(
     *,
     dtype: np.dtype = np.dtype(np.float16),
 ) -> None:
-    """Write one shard: each modality's batches stream into a memory-mapped .npy (temp file, then rename)."""
+    """Write one shard: each modality's batches stream into its .npy (temp file, then rename)."""
     root = Path(root)
     rows = metadata.num_rows
     for modality, batches in vectors.items():
         folder = root / MODALITY_DIRS[modality]
         folder.mkdir(parents=True, exist_ok=True)
-        final = folder / f"{MODALITY_DIRS[modality]}_{number}.npy"
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=folder)
-        os.close(fd)
-        try:
-            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(rows, dim))
-            filled = 0
+        with NpyRowWriter(folder / f"{MODALITY_DIRS[modality]}_{number}.npy", rows, dim, dtype) as out:
             for batch in batches:
-                array[filled : filled + len(batch)] = batch
-                filled += len(batch)
-            if filled != rows:
-                raise PoolFormatError(f"shard {number}: {filled} {modality} vectors for {rows} metadata rows")
-            array.flush()
-            del array
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+                if out.written + len(batch) > rows:
+                    raise PoolFormatError(
+                        f"shard {number}: more {modality} vectors than {rows} metadata rows"
+                    )
+                out.write(batch)
+            if out.written != rows:
+                raise PoolFormatError(
+                    f"shard {number}: {out.written} {modality} vectors for {rows} metadata rows"
+                )
     buffer = io.BytesIO()
     pq.write_table(metadata, buffer)
     atomic_write_bytes(root / METADATA_DIR / f"metadata_{number}.parquet", buffer.getvalue())

@@ -30,6 +30,7 @@ from react_explorer.index_manifest import (
     vectors_file,
 )
 from react_explorer.index_plan import IndexBuildConfig, IndexPlan, plan_index
+from react_explorer.npy_stream import NpyRowWriter
 from trainer.atomic import atomic_directory, atomic_write_json
 
 # Vectors per part index of an on-disk build: each part's codes are in memory until it is written.
@@ -142,23 +143,17 @@ def _build_ivfpq(
     bar.set_postfix_str(f"training on {len(train)}")
     index.train(train)
     del train
-    vectors_path = tmp / vectors_file(modality)
-    stored = np.lib.format.open_memmap(
-        vectors_path, mode="w+", dtype=np.dtype(params["vector_dtype"]), shape=(source.count, source.dim)
-    )
     names = [index_file(modality), vectors_file(modality)]
-    if plan.on_disk:
-        _fill_on_disk(index, source, modality, cfg, tmp, stored, bar)
-        names.append(ivfdata_file(modality))
-    else:
-        start = 0
-        for chunk in source.iter_chunks(modality, cfg.chunk_rows):
-            index.add(chunk)
-            stored[start : start + len(chunk)] = chunk
-            start += len(chunk)
-            bar.update(len(chunk))
-    stored.flush()
-    del stored
+    dtype = np.dtype(params["vector_dtype"])
+    with NpyRowWriter(tmp / vectors_file(modality), source.count, source.dim, dtype) as stored:
+        if plan.on_disk:
+            _fill_on_disk(index, source, modality, cfg, tmp, stored, bar)
+            names.append(ivfdata_file(modality))
+        else:
+            for chunk in source.iter_chunks(modality, cfg.chunk_rows):
+                index.add(chunk)
+                stored.write(chunk)
+                bar.update(len(chunk))
     if index.ntotal != source.count:
         raise IndexBuildError(f"{modality} index holds {index.ntotal} vectors, expected {source.count}")
     faiss.write_index(index, str(tmp / index_file(modality)))
@@ -171,7 +166,7 @@ def _fill_on_disk(
     modality: str,
     cfg: IndexBuildConfig,
     tmp: Path,
-    stored: np.ndarray,
+    stored: NpyRowWriter,
     bar: tqdm,
 ) -> None:
     """Add vectors into part indexes of <= ON_DISK_PART_ROWS, then merge their lists into one .ivfdata file."""
@@ -182,7 +177,7 @@ def _fill_on_disk(
             part = faiss.clone_index(trained)
         ids = np.arange(start, start + len(chunk), dtype=np.int64)
         part.add_with_ids(chunk, ids)
-        stored[start : start + len(chunk)] = chunk
+        stored.write(chunk)
         start += len(chunk)
         part_rows += len(chunk)
         bar.update(len(chunk))

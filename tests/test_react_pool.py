@@ -149,3 +149,21 @@ def test_rank_slices_partition_rows():
     with pytest.raises(ValueError, match="modalities"):
         EmbedConfig(modalities=("audio",))
     assert EmbedConfig.tiny().num_workers == 0
+
+
+def test_npy_row_writer_streams_and_checks_rows(tmp_path):
+    from react_explorer.npy_stream import NpyRowWriter
+
+    data = np.arange(12, dtype=np.float32).reshape(6, 2)
+    with NpyRowWriter(tmp_path / "a.npy", 6, 2, np.float16) as out:
+        out.write(data[:4])
+        out.write(data[4:])
+    loaded = np.load(tmp_path / "a.npy")
+    assert loaded.dtype == np.float16 and np.array_equal(loaded, data)
+    with pytest.raises(ValueError, match="3 rows written, 6 declared"):
+        with NpyRowWriter(tmp_path / "b.npy", 6, 2, np.float32) as out:
+            out.write(data[:3])
+    with pytest.raises(ValueError, match=r"expected \[rows, 2\] blocks"):
+        with NpyRowWriter(tmp_path / "c.npy", 6, 2, np.float32) as out:
+            out.write(np.zeros((2, 3), np.float32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]  # no partial or temporary file left
