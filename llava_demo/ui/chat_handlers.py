@@ -52,6 +52,12 @@ def image_choices(state: ChatState) -> list[tuple[str, str]]:
     ]
 
 
+def turn_buttons(busy: bool) -> tuple[Any, ...]:
+    """Stop, Regenerate, Undo, Clear: while an answer is written only Stop works (the others would race the
+    answer's own update of the conversation)."""
+    return (gr.Button(interactive=busy), *(gr.Button(interactive=not busy) for _ in range(3)))
+
+
 def image_picker(state: ChatState) -> Any:
     choices = image_choices(state)
     return gr.Dropdown(choices=choices, value=choices[-1][1] if choices else None)
@@ -66,22 +72,22 @@ class ChatHandlers:
     def add_message(
         self, message: dict[str, Any] | None, state: ChatState, response_format: str, request: gr.Request
     ) -> tuple[Any, ...]:
-        """Outputs: state, chatbot, input box, status, Stop button, image picker."""
+        """Outputs: state, chatbot, input box, status, image picker, Stop/Regenerate/Undo/Clear buttons."""
         message = message or {}
         try:
             images = cs.check_message(message.get("text"), message.get("files"), self.services.limits)
             text = cs.compose_text(message.get("text") or "", response_format)
             new_state = cs.add_question(state, text, images)
         except ChatInputError as exc:
-            return state, gr.skip(), gr.skip(), error_status(str(exc)), gr.skip(), gr.skip()
+            return state, gr.skip(), gr.skip(), error_status(str(exc)), *(gr.skip(),) * 5
         self.services.generations.expect(session_id(request))
         return (
             new_state,
             cs.chatbot_messages(new_state, partial=""),
             gr.MultimodalTextbox(value=None, interactive=False),
             "Thinking…",
-            gr.Button(interactive=True),
             image_picker(new_state) if images else gr.skip(),
+            *turn_buttons(busy=True),
         )
 
     def respond(
@@ -127,8 +133,8 @@ class ChatHandlers:
         yield new_state, cs.chatbot_messages(new_state), status, {"text": text, "files": images}
 
     def end_turn(self) -> tuple[Any, ...]:
-        """Outputs: input box (usable again), Stop button (disabled)."""
-        return gr.MultimodalTextbox(interactive=True), gr.Button(interactive=False)
+        """Outputs: input box (usable again), Stop/Regenerate/Undo/Clear buttons."""
+        return gr.MultimodalTextbox(interactive=True), *turn_buttons(busy=False)
 
     def stop(self, request: gr.Request) -> dict[str, Any]:
         """Cancel this session's answer and report how the backend ended it (the /stop endpoint too)."""
@@ -138,18 +144,18 @@ class ChatHandlers:
         return {"stopped": True, **outcome_info(outcome)}
 
     def prepare_regenerate(self, state: ChatState, request: gr.Request) -> tuple[Any, ...]:
-        """Outputs: state, chatbot, input box, status, Stop button."""
+        """Outputs: state, chatbot, input box, status, Stop/Regenerate/Undo/Clear buttons."""
         try:
             new_state = cs.for_regenerate(state)
         except ChatInputError as exc:
-            return state, gr.skip(), gr.skip(), error_status(str(exc)), gr.skip()
+            return state, gr.skip(), gr.skip(), error_status(str(exc)), *(gr.skip(),) * 4
         self.services.generations.expect(session_id(request))
         return (
             new_state,
             cs.chatbot_messages(new_state, partial=""),
             gr.MultimodalTextbox(interactive=False),
             "Regenerating…",
-            gr.Button(interactive=True),
+            *turn_buttons(busy=True),
         )
 
     def undo(self, state: ChatState) -> tuple[Any, ...]:

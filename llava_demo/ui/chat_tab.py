@@ -143,23 +143,24 @@ def build_chat_tab(services: ChatServices) -> None:
         "concurrency_id": GENERATE,
         "show_progress": "hidden",
     }
+    buttons = [stop, regenerate, undo, clear]
     respond_inputs = [state, model, template, temperature, top_p, max_new_tokens]
     respond_outputs = [state, chatbot, status, message]
 
     turn = message.submit(
         handlers.add_message,
         [message, state, response_format],
-        [state, chatbot, message, status, stop, image_pick],
+        [state, chatbot, message, status, image_pick, *buttons],
         **cheap,
     )
     turn.then(handlers.respond, respond_inputs, respond_outputs, **private, **generating).then(
-        handlers.end_turn, None, [message, stop], **cheap
+        handlers.end_turn, None, [message, *buttons], **cheap
     )
     again = regenerate.click(
-        handlers.prepare_regenerate, [state], [state, chatbot, message, status, stop], **cheap
+        handlers.prepare_regenerate, [state], [state, chatbot, message, status, *buttons], **cheap
     )
     again.then(handlers.respond, respond_inputs, respond_outputs, **private, **generating).then(
-        handlers.end_turn, None, [message, stop], **cheap
+        handlers.end_turn, None, [message, *buttons], **cheap
     )
     stop.click(
         handlers.stop, None, [api_info], api_name="stop", concurrency_limit=None, show_progress="hidden"
