@@ -74,12 +74,35 @@ def build_arg_parser() -> argparse.ArgumentParser:
         type=int,
         help="stop (with a checkpoint) after this many updates, as a preemption would; resume later",
     )
+    parser.add_argument(
+        "--anyres-grids",
+        type=parse_grids,
+        help="AnyRes tile grids as COLSxROWS list, e.g. '1x2,2x1,2x2' (assembly only; '1x1' = base tile only, "
+        "the no-AnyRes ablation)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     return parser
 
 
+def parse_grids(text: str) -> tuple[tuple[int, int], ...]:
+    """'1x2,2x1' -> ((1, 2), (2, 1)); argparse turns the ValueError into a usage error naming the flag."""
+    grids = []
+    for part in text.split(","):
+        cols, sep, rows = part.strip().partition("x")
+        if not sep or not cols.isdigit() or not rows.isdigit() or int(cols) < 1 or int(rows) < 1:
+            raise argparse.ArgumentTypeError(f"grids must be COLSxROWS with positive integers, got {part!r}")
+        grids.append((int(cols), int(rows)))
+    return tuple(grids)
+
+
 def stage_config_from_args(args: argparse.Namespace) -> StageConfig:
     cfg = stage_preset(args.config, args.stage)
+    if getattr(args, "anyres_grids", None):
+        if args.init is not None:
+            raise ConfigError(
+                "--anyres-grids applies when assembling from parts; --init keeps the model's grids"
+            )
+        cfg = replace(cfg, architecture=replace(cfg.architecture, anyres_grids=args.anyres_grids))
     overrides: dict[str, Any] = {
         "max_steps": args.max_steps,
         "seed": args.seed,
