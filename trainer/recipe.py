@@ -213,7 +213,7 @@ def plan_steps(cfg: RecipeConfig, world: Path, work: Path, stage: Path) -> list[
     ]
 
 
-def _printable(argv: list[str]) -> str:
+def printable_command(argv: list[str]) -> str:
     """The command as a person would type it: repo-relative paths, `python` for the interpreter."""
     out = []
     for arg in argv:
@@ -229,7 +229,7 @@ def _printable(argv: list[str]) -> str:
 
 def run_step(step: Step, log_dir: Path) -> float:
     """Run one step; its output streams to the terminal and to ``log_dir/<name>.log``. Returns seconds."""
-    print(f"\n[recipe] === {step.name}: {_printable(step.argv)}", flush=True)
+    print(f"\n[recipe] === {step.name}: {printable_command(step.argv)}", flush=True)
     t0 = time.perf_counter()
     log_path = log_dir / f"{step.name}.log"
     with open(log_path, "w", encoding="utf-8") as log:
@@ -246,7 +246,7 @@ def run_step(step: Step, log_dir: Path) -> float:
     return time.perf_counter() - t0
 
 
-def world_is_current(world: Path, cfg: RecipeConfig) -> bool:
+def world_is_current(world: Path, seed: int, preset: str) -> bool:
     """A generated world is reusable when its manifest records the same seed and preset (it is deterministic)."""
     manifest = world / "manifest.json"
     if not manifest.is_file():
@@ -255,7 +255,7 @@ def world_is_current(world: Path, cfg: RecipeConfig) -> bool:
         meta = json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
-    return meta.get("seed") == cfg.seed and meta.get("preset") == cfg.world_preset
+    return meta.get("seed") == seed and meta.get("preset") == preset
 
 
 def copy_examples(world: Path, stage: Path, n: int) -> list[Path]:
@@ -301,7 +301,7 @@ def run_recipe(cfg: RecipeConfig, out: Path, *, world: Path | None = None) -> di
         work = Path(work_str)
         steps = plan_steps(cfg, world, work, stage)
         for step in steps:
-            if step.name == "world" and world_is_current(world, cfg):
+            if step.name == "world" and world_is_current(world, cfg.seed, cfg.world_preset):
                 print(f"[recipe] === world: reusing {world} (same seed and preset)", flush=True)
                 timings[step.name] = 0.0
                 continue
@@ -314,7 +314,7 @@ def run_recipe(cfg: RecipeConfig, out: Path, *, world: Path | None = None) -> di
         lm_metrics = stage / "models" / "synthworld-lm" / "metrics.json"
         if lm_metrics.exists():
             metrics["lm"] = json.loads(lm_metrics.read_text(encoding="utf-8"))
-        commands = {s.name: _printable(s.argv) for s in steps}
+        commands = {s.name: printable_command(s.argv) for s in steps}
         producers = {o: s.name for s in steps for o in s.outputs}
         producers["examples"] = "world"
         manifest = build_manifest(
@@ -339,29 +339,64 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("recipe", choices=["synthworld"], help="which recipe to run")
+    parser.add_argument(
+        "recipe",
+        choices=["synthworld", "synthworld-llava"],
+        help="synthworld: world + foundation models; synthworld-llava: the embedded LLaVA-NeXT",
+    )
     parser.add_argument("--reduced", action="store_true", help="tiny presets, seconds (the CI variant)")
     parser.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="output folder (default: assets/synthworld; reduced: .cache/assets-reduced)",
+        help="output folder (defaults: assets/synthworld, assets/models/synthworld-llava-next; "
+        "--reduced and --no-anyres write under .cache/)",
     )
     parser.add_argument(
         "--world", type=Path, default=None, help="world folder (default: .cache/synthworld/...)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-anyres", action="store_true", help="synthworld-llava only: base tile only (the ablation)"
+    )
     args = parser.parse_args(argv)
+    if args.recipe == "synthworld-llava":
+        return _main_llava(args)
+    if args.no_anyres:
+        parser.error("--no-anyres applies to the synthworld-llava recipe")
     base = RecipeConfig.reduced() if args.reduced else RecipeConfig.full()
     cfg = RecipeConfig(**{**asdict(base), "seed": args.seed})
     out = args.out or (REPO_ROOT / (".cache/assets-reduced" if args.reduced else "assets/synthworld"))
     manifest = run_recipe(cfg, out, world=args.world)
+    _report(manifest, out)
+    return 0
+
+
+def _main_llava(args: argparse.Namespace) -> int:
+    from trainer.recipe_llava import LlavaRecipeConfig, run_llava_recipe
+
+    base = LlavaRecipeConfig.reduced() if args.reduced else LlavaRecipeConfig.full()
+    cfg = LlavaRecipeConfig(
+        **{**asdict(base), "seed": args.seed, "anyres_grids": "1x1" if args.no_anyres else None}
+    )
+    if args.out:
+        out = args.out
+    elif args.reduced:
+        out = REPO_ROOT / ".cache" / ("llava-reduced-no-anyres" if args.no_anyres else "llava-reduced")
+    elif args.no_anyres:
+        out = REPO_ROOT / ".cache" / "synthworld-llava-next-no-anyres"
+    else:
+        out = REPO_ROOT / "assets" / "models" / "synthworld-llava-next"
+    _report(run_llava_recipe(cfg, out), out)
+    return 0
+
+
+def _report(manifest: dict, out: Path) -> None:
     print(
         f"\n[recipe] wrote {len(manifest['files'])} files, {manifest['total_bytes'] / 1e6:.1f} MB to {out} "
         f"in {manifest['recipe']['total_seconds']:.0f} s"
     )
     print(json.dumps(manifest["metrics"], indent=1))
-    return 0
 
 
 if __name__ == "__main__":

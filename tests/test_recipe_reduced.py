@@ -1,0 +1,77 @@
+"""The recipes' CI variant: every step of both recipes runs on tiny presets, so the recipes cannot rot.
+
+Same code path as the committed recipes (the same CLIs in the same order), only the presets differ.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from trainer.manifest import MANIFEST_NAME, verify_manifest
+from trainer.recipe import REPO_ROOT, RecipeConfig, plan_steps
+
+pytestmark = pytest.mark.slow
+
+
+def run_recipe_cli(*args: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer.recipe", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_recipe_steps_are_argument_lists_of_project_clis(tmp_path):
+    steps = plan_steps(RecipeConfig.full(), tmp_path / "w", tmp_path / "work", tmp_path / "stage")
+    assert [s.name for s in steps] == [
+        "world",
+        "instruction-data",
+        "tokenizer",
+        "clip",
+        "clip-zeroshot",
+        "clip-convert",
+        "lm",
+    ]
+    for step in steps:
+        assert all(isinstance(a, str) for a in step.argv)
+        assert step.argv[0] == sys.executable and step.argv[1] == "-m"
+
+
+def test_reduced_recipes_build_world_foundation_and_llava(tmp_path):
+    foundation = tmp_path / "foundation"
+    run_recipe_cli("synthworld", "--reduced", "--out", str(foundation))
+    manifest = json.loads((foundation / MANIFEST_NAME).read_text())
+    assert verify_manifest(foundation, manifest) == []
+    files = {f["file"] for f in manifest["files"]}
+    for required in (
+        "models/synthworld-tokenizer/tokenizer.json",
+        "models/synthworld-clip/open_clip_config.json",
+        "models/synthworld-clip/open_clip_model.safetensors",
+        "models/synthworld-lm/model.safetensors",
+        "examples/examples.json",
+    ):
+        assert required in files
+    lm_entry = next(f for f in manifest["files"] if f["file"] == "models/synthworld-lm/model.safetensors")
+    assert lm_entry["command"].startswith("python -m trainer.foundation.lm_pretrain")
+    tasks = {t["task"]: t for t in manifest["metrics"]["zeroshot"]["tasks"]}
+    assert set(tasks) == {"shapes", "colors", "species"}
+    assert manifest["metrics"]["lm"]["heldout_perplexity"] < manifest["metrics"]["lm"]["unigram_perplexity"]
+
+    # The LLaVA recipe on top of the reduced foundation (its default place is .cache/assets-reduced).
+    reduced_home = REPO_ROOT / ".cache" / "assets-reduced"
+    run_recipe_cli("synthworld", "--reduced") if not (reduced_home / MANIFEST_NAME).exists() else None
+    llava = tmp_path / "llava"
+    run_recipe_cli("synthworld-llava", "--reduced", "--out", str(llava))
+    llava_manifest = json.loads((llava / MANIFEST_NAME).read_text())
+    assert verify_manifest(llava, llava_manifest) == []
+    assert (llava / "config.json").exists() and (llava / "README.md").exists()
+    report = llava_manifest["metrics"]["eval"]
+    for key in ("short_answer_accuracy", "yes_no_f1", "multiple_choice_accuracy", "small_detail_accuracy"):
+        assert 0.0 <= report[key] <= 1.0
