@@ -64,11 +64,9 @@ def test_reduced_recipes_build_world_foundation_and_llava(tmp_path):
     assert set(tasks) == {"shapes", "colors", "species"}
     assert manifest["metrics"]["lm"]["heldout_perplexity"] < manifest["metrics"]["lm"]["unigram_perplexity"]
 
-    # The LLaVA recipe on top of the reduced foundation (its default place is .cache/assets-reduced).
-    reduced_home = REPO_ROOT / ".cache" / "assets-reduced"
-    run_recipe_cli("synthworld", "--reduced") if not (reduced_home / MANIFEST_NAME).exists() else None
+    # The LLaVA recipe on top of that reduced foundation.
     llava = tmp_path / "llava"
-    run_recipe_cli("synthworld-llava", "--reduced", "--out", str(llava))
+    run_recipe_cli("synthworld-llava", "--reduced", "--foundation", str(foundation), "--out", str(llava))
     llava_manifest = json.loads((llava / MANIFEST_NAME).read_text())
     assert verify_manifest(llava, llava_manifest) == []
     assert (llava / "config.json").exists() and (llava / "README.md").exists()

@@ -359,6 +359,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-anyres", action="store_true", help="synthworld-llava only: base tile only (the ablation)"
     )
+    parser.add_argument(
+        "--foundation",
+        type=Path,
+        default=None,
+        help="synthworld-llava only: foundation assets folder (default: assets/synthworld, reduced: "
+        ".cache/assets-reduced)",
+    )
     args = parser.parse_args(argv)
     if args.recipe == "synthworld-llava":
         return _main_llava(args)
