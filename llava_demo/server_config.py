@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 from llava_demo.backends.base import BACKEND_KINDS, BackendKind
 from llava_demo.image_limits import ImageLimits
+from llava_demo.network import is_loopback_host
 
 DEFAULT_MODEL = "synthworld-llava-next"
 # SGLang's default port, so clients written for SGLang work unchanged (serving.md §1).
@@ -100,12 +100,7 @@ class ServerConfig:
     @property
     def loopback_only(self) -> bool:
         """True when the bind address is reachable from this machine only."""
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback_host(self.host)
 
     def image_limits(self) -> ImageLimits:
         """Network clients: data URLs always; server files only under ``image_root``; remote URLs if enabled."""

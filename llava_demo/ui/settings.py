@@ -6,13 +6,13 @@ two cores).
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llava_demo.backends.base import BACKEND_KINDS, BackendKind
 from llava_demo.image_limits import ImageLimits
+from llava_demo.network import is_loopback_host
 from llava_demo.presets import PROJECT_ROOT
 from llava_demo.server_config import DEFAULT_MODEL
 
@@ -101,12 +101,7 @@ class AppSettings:
     @property
     def loopback_only(self) -> bool:
         """True when the bind address is reachable from this machine only."""
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback_host(self.host)
 
     @property
     def max_upload_bytes(self) -> int:
