@@ -23,12 +23,12 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from react_explorer.cli_common import add_model_arguments, parse_bytes, resolve_device, run_cli  # noqa: E402
-from react_explorer.embed_pool import EMBED_MODALITIES, EmbedConfig, embed_pool_shard  # noqa: E402
 from react_explorer.embedding_shards import METADATA_DIR, MODALITY_DIRS, open_embedding_shards  # noqa: E402
 from react_explorer.errors import IndexBuildError  # noqa: E402
 from react_explorer.index_build import build_index_dir  # noqa: E402
 from react_explorer.index_manifest import IndexManifest  # noqa: E402
 from react_explorer.index_plan import INDEX_TYPES, IndexBuildConfig  # noqa: E402
+from react_explorer.model_spec import parse_model_spec  # noqa: E402
 from react_explorer.pool_readers import detect_pool_format, read_pool  # noqa: E402
 
 
@@ -98,9 +98,9 @@ def index_config_from_args(args: argparse.Namespace) -> IndexBuildConfig:
 
 def parse_modalities(text: str) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
-    unknown = [name for name in names if name not in EMBED_MODALITIES]
+    unknown = [name for name in names if name not in MODALITY_DIRS]
     if not names or unknown:
-        raise IndexBuildError(f"--modalities must list some of {EMBED_MODALITIES}, got {text!r}")
+        raise IndexBuildError(f"--modalities must list some of {tuple(MODALITY_DIRS)}, got {text!r}")
     return names
 
 
@@ -121,8 +121,6 @@ def build(args: argparse.Namespace) -> IndexManifest | None:
     out = Path(args.out)
     pool_path = Path(args.pool)
     kind = detect_pool_format(pool_path)
-    from react_explorer.encoders import parse_model_spec
-
     spec = parse_model_spec(args.model, args.pretrained)
     if kind == "embeddings":
         # Nothing to embed: the vectors exist. Only the first process indexes them.
@@ -133,6 +131,10 @@ def build(args: argparse.Namespace) -> IndexManifest | None:
         info = {"pool": str(pool_path.resolve()), "pool_format": kind}
         return build_index_dir(shards, out, cfg, model=model, modalities=modalities, source_info=info,
                                progress=not args.no_progress)  # fmt: skip
+    # Embedding needs torch (~650 MB of RSS just to import); indexing precomputed embeddings does not.
+    from react_explorer.embed_pool import EmbedConfig, embed_pool_shard
+    from react_explorer.encoders import load_encoder
+
     pool = read_pool(pool_path)  # every rank validates the pool before any work
     embed_cfg = EmbedConfig(
         batch_size=args.batch_size,
@@ -146,8 +148,6 @@ def build(args: argparse.Namespace) -> IndexManifest | None:
         embeddings.mkdir(parents=True, exist_ok=True)
         clear_shards(embeddings)
     barrier()
-    from react_explorer.encoders import load_encoder
-
     encoder = load_encoder(spec, device=device)
     embed_pool_shard(pool, encoder, embeddings, rank=rank, world_size=world_size, cfg=embed_cfg)
     barrier()

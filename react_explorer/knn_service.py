@@ -27,8 +27,14 @@ from react_explorer.encoders import ClipEncoder
 from react_explorer.errors import QueryError, ReactExplorerError
 from react_explorer.index import ClipIndex
 from react_explorer.knn_protocol import DEFAULT_MAX_RESULT_IDS, answer_knn, answer_metadata, parse_knn_request
+from react_explorer.model_spec import parse_model_spec
 
 MAX_IMAGE_URL_BYTES = 20 << 20
+DEFAULT_MAX_REQUEST_BYTES = 32 << 20  # a base64 query image plus JSON
+
+
+class RequestTooLarge(QueryError):
+    """The request body is over ``max_request_bytes`` (HTTP 413)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ def create_app(
     served: Mapping[str, ServedIndex],
     *,
     max_result_ids: int = DEFAULT_MAX_RESULT_IDS,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     fetch_image_url: Callable[[str], bytes] | None = None,
 ) -> FastAPI:
     """The FastAPI app; ``fetch_image_url`` None refuses ``image_url`` queries.
@@ -58,13 +65,21 @@ def create_app(
     fetch = fetch_image_url or refuse_url
 
     async def read_json(request: Request) -> Any:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_request_bytes:
+            raise RequestTooLarge(f"the request body is over {max_request_bytes} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_request_bytes:
+                raise RequestTooLarge(f"the request body is over {max_request_bytes} bytes")
         try:
-            return json.loads(await request.body())
+            return json.loads(bytes(body))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise QueryError(f"the request body is not valid JSON: {exc}") from exc
 
     def bad_request(exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"error": str(exc)}, status_code=413 if isinstance(exc, RequestTooLarge) else 400)
 
     @app.get("/indices-list")
     def indices_list() -> list[str]:
@@ -106,7 +121,7 @@ def load_served(
     verify_checksums: bool,
 ) -> dict[str, ServedIndex]:
     """Load every index and one encoder per distinct model (indexes built with the same model share it)."""
-    from react_explorer.encoders import load_encoder, parse_model_spec
+    from react_explorer.encoders import load_encoder
 
     encoders: dict[str, ClipEncoder] = {}
     served = {}
@@ -177,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=1234)
     parser.add_argument("--max-result-ids", type=int, default=DEFAULT_MAX_RESULT_IDS)
+    parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES)
     parser.add_argument(
         "--allow-image-url", action="store_true", help="let clients make the server fetch URLs"
     )
@@ -200,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(
             served,
             max_result_ids=args.max_result_ids,
+            max_request_bytes=args.max_request_bytes,
             fetch_image_url=fetch_url if args.allow_image_url else None,
         )
         for name, entry in served.items():

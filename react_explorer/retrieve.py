@@ -21,6 +21,7 @@ import pyarrow as pa
 from react_explorer.class_retrieval import MODES, ClassRetrieval, RetrievalConfig
 from react_explorer.cli_common import add_model_arguments, resolve_device, run_cli
 from react_explorer.errors import MissingImagesError, QueryError
+from react_explorer.model_spec import parse_model_spec
 from react_explorer.retrieval import DEFAULT_DEDUP_THRESHOLD
 from trainer.atomic import atomic_write_bytes
 
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> ClassRetrieval:
     import pyarrow.parquet as pq
 
     from react_explorer.class_retrieval import retrieve_classes, search_image, search_text, subset_table
-    from react_explorer.encoders import load_encoder, parse_model_spec
+    from react_explorer.encoders import load_encoder
     from react_explorer.index import ClipIndex
     from react_explorer.templates import load_templates, parse_class_names, read_class_file
 

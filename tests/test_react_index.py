@@ -238,3 +238,14 @@ def test_build_rejects_missing_modality(tmp_path, vectors):
     assert shards.modalities == ("text",)
     with pytest.raises(IndexBuildError, match=r"no \['image'\] vectors"):
         build_index_dir(shards, tmp_path / "idx", IndexBuildConfig.tiny(), model=None, modalities=("image",))
+
+
+def test_indexing_precomputed_embeddings_does_not_import_torch():
+    """Importing torch costs ~650 MB of RSS; building from embeddings and searching must not pay it."""
+    import subprocess
+    import sys
+
+    code = "import sys, react_explorer.build_index, react_explorer.index; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

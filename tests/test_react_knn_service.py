@@ -143,6 +143,12 @@ def test_invalid_json_and_metadata_route(client):
     assert bad.status_code == 400 and "outside [0, 24)" in bad.json()["error"]
 
 
+def test_oversized_body_gets_413(served):
+    small = TestClient(create_app(served, max_request_bytes=100))
+    response = small.post("/knn-service", json={"indice_name": "toy", "text": "x" * 200, "modality": "text"})
+    assert response.status_code == 413 and "over 100 bytes" in response.json()["error"]
+
+
 def test_index_arguments():
     assert parse_index_args(["a=/x", "b=/y"], None) == {"a": "/x", "b": "/y"}
     with pytest.raises(ValueError, match="NAME=DIR"):
