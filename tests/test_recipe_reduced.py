@@ -70,6 +70,8 @@ def test_reduced_recipes_build_world_foundation_and_llava(tmp_path):
     llava_manifest = json.loads((llava / MANIFEST_NAME).read_text())
     assert verify_manifest(llava, llava_manifest) == []
     assert (llava / "config.json").exists() and (llava / "README.md").exists()
+    # It was built from the foundation asked for, not from a default location.
+    assert str(foundation.resolve() / "models" / "synthworld-lm") in llava_manifest["commands"]["stage1"]
     report = llava_manifest["metrics"]["eval"]
     for key in ("short_answer_accuracy", "yes_no_f1", "multiple_choice_accuracy", "small_detail_accuracy"):
         assert 0.0 <= report[key] <= 1.0

@@ -366,6 +366,12 @@ def main(argv: list[str] | None = None) -> int:
         help="synthworld-llava only: foundation assets folder (default: assets/synthworld, reduced: "
         ".cache/assets-reduced)",
     )
+    parser.add_argument(
+        "--stage1-steps", type=int, default=None, help="synthworld-llava: override stage-1 updates"
+    )
+    parser.add_argument(
+        "--stage2-steps", type=int, default=None, help="synthworld-llava: override stage-2 updates"
+    )
     args = parser.parse_args(argv)
     if args.recipe == "synthworld-llava":
         return _main_llava(args)
@@ -383,9 +389,13 @@ def _main_llava(args: argparse.Namespace) -> int:
     from trainer.recipe_llava import LlavaRecipeConfig, run_llava_recipe
 
     base = LlavaRecipeConfig.reduced() if args.reduced else LlavaRecipeConfig.full()
-    cfg = LlavaRecipeConfig(
-        **{**asdict(base), "seed": args.seed, "anyres_grids": "1x1" if args.no_anyres else None}
-    )
+    overrides: dict[str, object] = {"seed": args.seed, "anyres_grids": "1x1" if args.no_anyres else None}
+    if args.foundation:
+        overrides["foundation"] = str(args.foundation.resolve())
+    for key in ("stage1_steps", "stage2_steps"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    cfg = LlavaRecipeConfig(**{**asdict(base), **overrides})
     if args.out:
         out = args.out
     elif args.reduced:
