@@ -84,9 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         per_class = {}
         for name in classes:
             top = retrieval.per_class.get(name, [])[: args.k]
-            base_caption = float(np.mean([names_class(c, name) for c in captions]))
+            naming = sum(names_class(c, name) for c in captions)
+            base_caption = naming / len(captions)
             entry = {
                 "retrieved": len(top),
+                # A class with fewer than k naming captions in the pool cannot reach precision 1.
+                "caption_max_precision": min(args.k, naming) / args.k,
                 "caption_precision": float(np.mean([names_class(captions[h.id], name) for h in top]))
                 if top
                 else 0.0,

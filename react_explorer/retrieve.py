@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--query", help="one free-text query (no templates)")
     query.add_argument("--query-image", help="an image file: I2I in t2i mode, I2T in t2t mode")
     parser.add_argument(
-        "--templates", default="openai", help="openai (80), simple (7), or a file with {} per line"
+        "--templates",
+        default="openai",
+        help="openai (80), simple (7), synthworld (4), or a file with {} per line",
     )
     parser.add_argument(
         "--mode", default="t2i", choices=sorted(MODES), help="search image or caption embeddings"

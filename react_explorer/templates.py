@@ -1,7 +1,7 @@
 """Prompt templates and class names -> one query per (class, template), as REACT's retrieval does.
 
 Template sets: ``openai`` (open_clip's ``OPENAI_IMAGENET_TEMPLATES``, the 80 of CLIP's ImageNet eval and of REACT),
-``simple`` (``SIMPLE_IMAGENET_TEMPLATES``, 7), or a text file with one template per line containing ``{}`` where
+``simple`` (``SIMPLE_IMAGENET_TEMPLATES``, 7), ``synthworld`` (4 alt-text-like prompts), or a text file with one template per line containing ``{}`` where
 the class name goes (blank lines and lines starting with ``#`` are skipped).
 """
 
@@ -14,15 +14,25 @@ from pathlib import Path
 from react_explorer.errors import QueryError
 from react_explorer.retrieval import PromptQuery
 
-TEMPLATE_SETS = ("openai", "simple")
+TEMPLATE_SETS = ("openai", "simple", "synthworld")
 SLOT = "{}"
 
 
 def builtin_templates(name: str) -> tuple[str, ...]:
-    """open_clip's template callables rendered as format strings (``"a photo of a {}."``)."""
+    """Template callables rendered as format strings (``"a photo of a {}."``).
+
+    ``openai``/``simple`` are open_clip's; ``synthworld`` is the zero-shot ensemble of the SynthWorld tiny CLIP
+    (``"{}"``, ``"{} icon"``, ...), worded like the alt-text captions that model was trained on.
+    """
     from open_clip import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
-    sets = {"openai": OPENAI_IMAGENET_TEMPLATES, "simple": SIMPLE_IMAGENET_TEMPLATES}
+    from trainer.foundation.zeroshot import GENERIC_TEMPLATES
+
+    sets = {
+        "openai": OPENAI_IMAGENET_TEMPLATES,
+        "simple": SIMPLE_IMAGENET_TEMPLATES,
+        "synthworld": GENERIC_TEMPLATES,
+    }
     if name not in sets:
         raise QueryError(f"unknown template set {name!r}; choose {TEMPLATE_SETS} or a file")
     return tuple(template(SLOT) for template in sets[name])

@@ -122,6 +122,7 @@ def test_builtin_template_sets_match_open_clip():
     assert len(openai) == 80 and len(simple) == 7
     assert simple[0] == "itap of a {}." and "a photo of a {}." in openai
     assert all(t.count("{}") == 1 for t in openai + simple)
+    assert builtin_templates("synthworld") == ("{}", "{} icon", "{} drawing", "{} photo")
     with pytest.raises(QueryError, match="unknown template set"):
         builtin_templates("imagenet")
 
