@@ -108,10 +108,27 @@ def default_embeddings_dir(out: Path) -> Path:
     return out.parent / f"{out.name}.embeddings"
 
 
-def clear_shards(directory: Path) -> None:
-    """Remove the shard folders a previous run left, so no stale shard joins this build."""
-    for name in (*MODALITY_DIRS.values(), METADATA_DIR):
-        shutil.rmtree(directory / name, ignore_errors=True)
+EMBEDDINGS_MARKER = ".written_by_react_explorer"
+
+
+def prepare_embeddings_dir(directory: Path) -> None:
+    """Create the folder, or clear the shards a previous build left there (so no stale shard joins this one).
+
+    Only folders this command wrote (they carry a marker file) are cleared: ``--embeddings-dir`` pointing at
+    someone's precomputed embeddings by mistake must not delete them.
+    """
+    shard_dirs = [directory / name for name in (*MODALITY_DIRS.values(), METADATA_DIR)]
+    if any(path.exists() for path in shard_dirs) and not (directory / EMBEDDINGS_MARKER).is_file():
+        raise IndexBuildError(
+            f"{directory} holds embedding shards that build_index did not write; choose another --embeddings-dir "
+            "(or index those embeddings directly with --pool)"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / EMBEDDINGS_MARKER).write_text(
+        "shards here are rewritten by python -m react_explorer.build_index\n"
+    )
+    for path in shard_dirs:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def build(args: argparse.Namespace) -> IndexManifest | None:
@@ -145,8 +162,7 @@ def build(args: argparse.Namespace) -> IndexManifest | None:
     rank, world_size, barrier, device = _process_group(args.device)
     embeddings = Path(args.embeddings_dir) if args.embeddings_dir else default_embeddings_dir(out)
     if rank == 0:
-        embeddings.mkdir(parents=True, exist_ok=True)
-        clear_shards(embeddings)
+        prepare_embeddings_dir(embeddings)
     barrier()
     encoder = load_encoder(spec, device=device)
     embed_pool_shard(pool, encoder, embeddings, rank=rank, world_size=world_size, cfg=embed_cfg)

@@ -141,6 +141,17 @@ def test_missing_pool_images_at_build_and_at_retrieval(world, capsys, tmp_path):
     assert 3 not in pq.read_table(tmp_path / "s.parquet").column("id").to_pylist()
 
 
+def test_foreign_embeddings_dir_is_never_cleared(world, capsys, tmp_path):
+    root, clip, pool = world
+    foreign = tmp_path / "laion_embeddings"
+    shutil.copytree(root / "idx.embeddings", foreign)
+    (foreign / ".written_by_react_explorer").unlink()
+    rc = build_main(["--pool", str(pool), "--out", str(tmp_path / "idx"), "--model", f"local-dir:{clip}",
+                     "--embeddings-dir", str(foreign), "--workers", "0", "--no-progress"])  # fmt: skip
+    assert rc == 2 and "holds embedding shards that build_index did not write" in capsys.readouterr().err
+    assert (foreign / "img_emb" / "img_emb_0.npy").is_file() and not (tmp_path / "idx").exists()
+
+
 def test_precomputed_embeddings_index_needs_a_model_to_query(world, capsys, tmp_path):
     root, clip, _ = world
     rc = build_main(["--pool", str(root / "idx.embeddings"), "--out", str(tmp_path / "idx"), "--index-type",
