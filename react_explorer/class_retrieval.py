@@ -123,8 +123,7 @@ def search_text(index: ClipIndex, encoder: ClipEncoder, text: str, cfg: Retrieva
     """A free-text query: one prompt, the text itself, under the "class" of the same name."""
     if not text.strip():
         raise QueryError("the text query is empty")
-    prompt = PromptQuery(class_name=text.strip(), template="{}", text=text.strip())
-    return retrieve_classes(index, encoder, [prompt.class_name], ["{}"], cfg)
+    return retrieve_classes(index, encoder, [text.strip()], ["{}"], cfg)
 
 
 def search_image(

@@ -135,7 +135,7 @@ class ClipIndex:
             return np.asarray(self._vectors[modality][ids], dtype=np.float32)
         if not ids.size:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([index.reconstruct(int(i)) for i in ids]).astype(np.float32, copy=False)
+        return np.asarray(index.reconstruct_batch(ids), dtype=np.float32)
 
     def rows(self, ids: np.ndarray | list[int]) -> list[dict[str, Any]]:
         """Metadata rows (dicts) for ``ids``, in the given order."""

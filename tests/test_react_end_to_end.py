@@ -167,3 +167,21 @@ def test_precomputed_embeddings_index_needs_a_model_to_query(world, capsys, tmp_
     rc, output = retrieve([*args, "--model", f"local-dir:{clip}"], capsys)
     assert rc == 0, output.err
     assert {r["caption"] for r in pq.read_table(tmp_path / "s.parquet").to_pylist()} == {"green circle"}
+
+
+def test_free_text_and_more_like_this_in_process(world):
+    from react_explorer.class_retrieval import RetrievalConfig, more_like_this, search_text
+    from react_explorer.encoders import load_encoder
+    from react_explorer.errors import QueryError
+    from react_explorer.model_spec import parse_model_spec
+
+    root, clip, _ = world
+    index = ClipIndex.load(root / "idx")
+    encoder = load_encoder(parse_model_spec(f"local-dir:{clip}"))
+    cfg = RetrievalConfig.tiny(mode="t2t", dedup=False)
+    found = search_text(index, encoder, "  blue square ", cfg).per_class["blue square"]
+    assert {hit.id for hit in found[:3]} == {2, 10, 18} and found[0].query == "blue square"
+    like = more_like_this(index, 7, RetrievalConfig.tiny(dedup=False)).per_class["like #7"]
+    assert like[0].id == 7 and like[0].similarity == pytest.approx(1.0, abs=2e-3) and len(like) == 5
+    with pytest.raises(QueryError, match="the text query is empty"):
+        search_text(index, encoder, "   ", cfg)
