@@ -77,10 +77,37 @@ def world_cache_dir(preset: str, seed: int) -> Path:
     return REPO_ROOT / ".cache" / "synthworld" / f"{preset}-seed{seed}"
 
 
+def world_step(world: Path, seed: int, preset: str) -> Step:
+    """Generate the SynthWorld world (skipped by the runners when an identical one is cached)."""
+    argv = [sys.executable, "-m", "trainer.synthworld", "generate", "--out", str(world), "--seed", str(seed)]
+    return Step("world", [*argv, "--preset", preset], [])
+
+
+def instruction_data_step(world: Path, instruct_out: Path, stage1_out: Path, seed: int) -> Step:
+    """Rule-teacher LLaVA instruction data and stage-1 captions from the world's training scenes."""
+    ann = world / "scenes" / "annotations"
+    argv = [sys.executable, "-m", "trainer.data_engine", "build"]
+    argv += ["--captions", str(ann / "captions_train.json"), "--instances", str(ann / "instances_train.json")]
+    argv += ["--images", str(world / "scenes" / "images" / "train"), "--out", str(instruct_out)]
+    argv += ["--stage1-out", str(stage1_out), "--teacher", "rule", "--seed", str(seed)]
+    return Step("instruction-data", argv, [])
+
+
+def run_steps(steps: list[Step], log_dir: Path, world: Path, seed: int, preset: str) -> dict[str, float]:
+    """Run steps in order (reusing a cached identical world); returns seconds per step."""
+    timings: dict[str, float] = {}
+    for step in steps:
+        if step.name == "world" and world_is_current(world, seed, preset):
+            print(f"[recipe] === world: reusing {world} (same seed and preset)", flush=True)
+            timings[step.name] = 0.0
+            continue
+        timings[step.name] = round(run_step(step, log_dir), 1)
+    return timings
+
+
 def plan_steps(cfg: RecipeConfig, world: Path, work: Path, stage: Path) -> list[Step]:
     """The recipe's steps in order. ``work`` holds intermediates; ``stage`` becomes assets/."""
     py = sys.executable
-    ann = world / "scenes" / "annotations"
     instr = work / "llava_instruct.json"
     stage1 = work / "llava_stage1.json"
     tok = stage / "models" / "synthworld-tokenizer"
@@ -88,46 +115,8 @@ def plan_steps(cfg: RecipeConfig, world: Path, work: Path, stage: Path) -> list[
     lm = stage / "models" / "synthworld-lm"
     vision = work / "synthworld-clip-vision-hf"
     return [
-        Step(
-            "world",
-            [
-                py,
-                "-m",
-                "trainer.synthworld",
-                "generate",
-                "--out",
-                str(world),
-                "--seed",
-                str(cfg.seed),
-                "--preset",
-                cfg.world_preset,
-            ],
-            [],
-        ),
-        Step(
-            "instruction-data",
-            [
-                py,
-                "-m",
-                "trainer.data_engine",
-                "build",
-                "--captions",
-                str(ann / "captions_train.json"),
-                "--instances",
-                str(ann / "instances_train.json"),
-                "--images",
-                str(world / "scenes" / "images" / "train"),
-                "--out",
-                str(instr),
-                "--stage1-out",
-                str(stage1),
-                "--teacher",
-                "rule",
-                "--seed",
-                str(cfg.seed),
-            ],
-            [],
-        ),
+        world_step(world, cfg.seed, cfg.world_preset),
+        instruction_data_step(world, instr, stage1, cfg.seed),
         Step(
             "tokenizer",
             [
@@ -296,16 +285,10 @@ def run_recipe(cfg: RecipeConfig, out: Path, *, world: Path | None = None) -> di
     """Run every step and atomically replace ``out`` (normally assets/) with the new artifacts + manifest."""
     world = world or world_cache_dir(cfg.world_preset, cfg.seed)
     started = time.perf_counter()
-    timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="recipe-work-") as work_str, atomic_directory(out) as stage:
         work = Path(work_str)
         steps = plan_steps(cfg, world, work, stage)
-        for step in steps:
-            if step.name == "world" and world_is_current(world, cfg.seed, cfg.world_preset):
-                print(f"[recipe] === world: reusing {world} (same seed and preset)", flush=True)
-                timings[step.name] = 0.0
-                continue
-            timings[step.name] = round(run_step(step, work), 1)
+        timings = run_steps(steps, work, world, cfg.seed, cfg.world_preset)
         copy_examples(world, stage, cfg.n_examples)
         metrics = {
             "zeroshot": json.loads((work / "zeroshot.json").read_text(encoding="utf-8")),

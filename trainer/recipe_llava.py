@@ -23,7 +23,15 @@ from pathlib import Path
 
 from trainer.atomic import atomic_directory, atomic_write_text
 from trainer.manifest import build_manifest, write_manifest
-from trainer.recipe import REPO_ROOT, Step, printable_command, run_step, world_cache_dir, world_is_current
+from trainer.recipe import (
+    REPO_ROOT,
+    Step,
+    instruction_data_step,
+    printable_command,
+    run_steps,
+    world_cache_dir,
+    world_step,
+)
 
 # The embedded model is committed; keep it well inside the repository's artifact budget.
 LLAVA_BUDGET_BYTES = 15 * 1024 * 1024
@@ -67,7 +75,6 @@ class LlavaRecipeConfig:
 def plan_llava_steps(cfg: LlavaRecipeConfig, world: Path, work: Path) -> list[Step]:
     py = sys.executable
     models = (REPO_ROOT / cfg.foundation / "models").resolve()
-    ann = world / "scenes" / "annotations"
     images = world / "scenes" / "images" / "train"
     instr, stage1 = work / "llava_instruct.json", work / "llava_stage1.json"
     vision = work / "clip-vision-hf"
@@ -85,28 +92,8 @@ def plan_llava_steps(cfg: LlavaRecipeConfig, world: Path, work: Path) -> list[St
     if cfg.anyres_grids:
         stage1_parts += ["--anyres-grids", cfg.anyres_grids]
     return [
-        Step(
-            "world",
-            [py, "-m", "trainer.synthworld", "generate", "--out", str(world), "--seed", str(cfg.seed)]
-            + ["--preset", cfg.world_preset],
-            [],
-        ),
-        Step(
-            "instruction-data",
-            [py, "-m", "trainer.data_engine", "build", "--captions", str(ann / "captions_train.json")]
-            + ["--instances", str(ann / "instances_train.json"), "--images", str(images)]
-            + [
-                "--out",
-                str(instr),
-                "--stage1-out",
-                str(stage1),
-                "--teacher",
-                "rule",
-                "--seed",
-                str(cfg.seed),
-            ],
-            [],
-        ),
+        world_step(world, cfg.seed, cfg.world_preset),
+        instruction_data_step(world, instr, stage1, cfg.seed),
         Step(
             "clip-convert",
             [py, "-m", "trainer.foundation.convert_clip", "--open-clip", str(models / "synthworld-clip")]
@@ -168,16 +155,10 @@ def model_card(cfg: LlavaRecipeConfig, metrics: dict, commands: dict[str, str]) 
 def run_llava_recipe(cfg: LlavaRecipeConfig, out: Path) -> dict:
     world = world_cache_dir(cfg.world_preset, cfg.seed)
     started = time.perf_counter()
-    timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="recipe-llava-") as work_str, atomic_directory(out) as stage:
         work = Path(work_str)
         steps = plan_llava_steps(cfg, world, work)
-        for step in steps:
-            if step.name == "world" and world_is_current(world, cfg.seed, cfg.world_preset):
-                print(f"[recipe] === world: reusing {world} (same seed and preset)", flush=True)
-                timings[step.name] = 0.0
-                continue
-            timings[step.name] = round(run_step(step, work), 1)
+        timings = run_steps(steps, work, world, cfg.seed, cfg.world_preset)
         for item in (work / "stage2" / "final").iterdir():
             (shutil.copytree if item.is_dir() else shutil.copyfile)(item, stage / item.name)
         metrics = {"eval": json.loads((work / "eval.json").read_text(encoding="utf-8")), "seconds": timings}
