@@ -18,6 +18,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from trainer.foundation.clip_aux import IGNORE, CaptionWordHeads, caption_word_targets
+from trainer.foundation.clip_sampler import NO_BUCKET, BucketBatchSampler, caption_buckets, plan_batches
 from trainer.foundation.clip_schedule import lr_at, param_groups, retrieval_recall_at_1, run_progress
 from trainer.foundation.clip_train import ClipTrainConfig, train_clip
 from trainer.foundation.tiny_clip import (
@@ -193,9 +195,13 @@ def test_schedule_and_recall_are_hand_computable() -> None:
     assert recall["text_to_image_r1"] == pytest.approx(2 / 3)
     model = open_clip.CLIP(embed_dim=8, vision_cfg={"width": 16, "head_width": 8, "layers": 1, "patch_size": 8, "image_size": 16},
                            text_cfg={"width": 16, "heads": 2, "layers": 1, "vocab_size": 10, "context_length": 4})  # fmt: skip
-    no_decay, decay = param_groups(model, 0.1)
-    assert any(p is model.logit_scale for p in no_decay["params"])
-    assert all(p.ndim >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.1
+    groups = param_groups(model, 0.1, text_lr_scale=0.25)
+    names = {id(p): n for n, p in model.named_parameters()}
+    by_name = {names[id(p)]: (g["weight_decay"], g["lr_scale"]) for g in groups for p in g["params"]}
+    assert len(by_name) == len(list(model.parameters()))  # every parameter in exactly one group
+    assert by_name["logit_scale"] == (0.0, 1.0) and by_name["visual.ln_pre.weight"] == (0.0, 1.0)
+    assert by_name["visual.conv1.weight"] == (0.1, 1.0)
+    assert by_name["token_embedding.weight"] == (0.1, 0.25) and by_name["ln_final.bias"] == (0.0, 0.25)
 
 
 def test_short_training_learns_colours_and_is_deterministic(
@@ -209,13 +215,20 @@ def test_short_training_learns_colours_and_is_deterministic(
         warmup_steps=5,
         num_workers=1,
         torch_threads=1,
+        # The toy pool has only four distinct captions: a single-colour batch would hold identical captions.
+        same_color_batch_fraction=0.0,
     )
     metrics = train_clip(toy_world, tokenizer_dir, tmp_path / "a", cfg, progress_bar=False)
     assert metrics["steps"] == 40 and metrics["samples_seen"] == 40 * cfg.batch_size
     assert metrics["params"]["total"] == sum(metrics["params"][k] for k in ("visual", "text"))
-    first, last = metrics["history"][0]["loss"], metrics["final_loss_ema"]
+    first, last = metrics["history"][0]["clip_loss"], metrics["final_clip_loss_ema"]
     assert first == pytest.approx(math.log(cfg.batch_size), rel=0.15)  # chance level at step 1
     assert last < 0.7 * first
+    # The caption-word heads learn too: colour is named in every toy caption (shape "square" too).
+    assert metrics["history"][-1]["aux_loss"] < 0.5 * metrics["history"][0]["aux_loss"]
+    assert metrics["history"][0]["loss"] == pytest.approx(
+        first + cfg.aux_weight * metrics["history"][0]["aux_loss"], abs=1e-3
+    )
     model, preprocess, tokenizer = load_open_clip_dir(tmp_path / "a")
     task = read_task(toy_world / "tasks" / "colors")
     result = evaluate_task(model, preprocess, tokenizer, task, templates=["{}", "{} square"])
@@ -226,3 +239,35 @@ def test_short_training_learns_colours_and_is_deterministic(
     a = load_file(str(tmp_path / "a" / "open_clip_model.safetensors"))
     b = load_file(str(tmp_path / "b" / "open_clip_model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_caption_buckets_and_single_colour_batches() -> None:
+    captions = ["Red star", "red ring icon", "blue star", "star", "green blue square", "image"]
+    assert caption_buckets(captions, ("red", "green", "blue")) == [0, 0, 2, NO_BUCKET, 1, NO_BUCKET]
+    buckets = [0] * 4 + [1] * 4 + [NO_BUCKET] * 4
+    for fraction, expected_pure in ((1.0, 4), (0.5, 2)):
+        plan = plan_batches(buckets, 2, fraction, torch.Generator().manual_seed(0))
+        assert sorted(i for batch in plan for i in batch) == list(range(12))  # every item exactly once
+        pure = [b for b in plan if buckets[b[0]] != NO_BUCKET and len({buckets[i] for i in b}) == 1]
+        assert len(pure) >= expected_pure  # mixed batches may be single-colour by chance, never fewer
+    # Uncoloured captions never form forced batches: with fraction 0 every batch comes from one shuffled pool.
+    plan = plan_batches(buckets, 3, 0.0, torch.Generator().manual_seed(1))
+    assert len(plan) == 4 and plan == plan_batches(buckets, 3, 0.0, torch.Generator().manual_seed(1))
+    sampler = BucketBatchSampler(buckets, 4, 1.0, seed=0)
+    assert len(sampler) == len(list(sampler)) == 3
+    assert all(len({buckets[i] for i in batch}) == 1 for batch in sampler)
+
+
+def test_caption_word_targets_and_heads_ignore_unnamed_groups() -> None:
+    groups = {"shape": ("star", "ring"), "color": ("red", "blue")}
+    targets = caption_word_targets(["Ring and red star", "blue shape icon", "stock vector"], groups)
+    assert targets.tolist() == [[1, 0], [IGNORE, 1], [IGNORE, IGNORE]]  # first mention wins
+    heads = CaptionWordHeads(embed_dim=3, groups=groups)
+    with torch.no_grad():
+        heads.linear.weight.zero_()
+        heads.linear.bias.copy_(torch.tensor([2.0, 0.0, 0.0, 0.0]))
+    features = torch.zeros(3, 3)
+    # shape: only row 0 counts (target ring, logits [2, 0]) -> CE = log(1 + e^2) - 0; colour: rows 0 and 1, uniform.
+    expected = math.log(1 + math.exp(2.0)) + math.log(2.0)
+    assert heads.loss(features, targets).item() == pytest.approx(expected, rel=1e-5)
+    assert heads.loss(features, targets[2:]).item() == 0.0  # nothing named: no signal, not a penalty

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms
 
 POOL_RELATIVE_PATH = Path("pool") / "pool.parquet"
@@ -138,7 +138,9 @@ def load_rgb(path: Path, where: str) -> Image.Image:
 
 
 class PoolPairsDataset(Dataset):
-    """``(image tensor [3,H,W], token ids [L])`` per pair; images decoded lazily (in DataLoader workers)."""
+    """``(image [3,H,W], token ids [L], index)`` per pair; images decoded lazily (in DataLoader workers).
+
+    The index lets the training loop look up per-pair tensors (caption-word targets) in the main process."""
 
     def __init__(
         self,
@@ -155,10 +157,10 @@ class PoolPairsDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         pair = self.pairs[index]
         image = load_rgb(pair.image_path, f"pool record {pair.key!r}")
-        return self.transform(image), self.token_ids[index]
+        return self.transform(image), self.token_ids[index], index
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -176,13 +178,21 @@ def make_loader(
     seed: int,
     shuffle: bool = True,
     drop_last: bool = True,
+    batch_sampler: Sampler[list[int]] | None = None,
 ) -> DataLoader:
-    """A seeded DataLoader; workers (if any) persist across epochs so they are forked only once."""
+    """A seeded DataLoader; workers (if any) persist across epochs so they are forked only once.
+
+    With ``batch_sampler`` the batches come from it (``batch_size``/``shuffle``/``drop_last`` are then unused).
+    """
     generator = torch.Generator()
     generator.manual_seed(seed)
     extra: dict[str, Any] = {}
     if num_workers > 0:
         extra = {"persistent_workers": True, "prefetch_factor": 4, "worker_init_fn": _seed_worker}
+    if batch_sampler is not None:
+        return DataLoader(
+            dataset, batch_sampler=batch_sampler, num_workers=num_workers, generator=generator, **extra
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size,

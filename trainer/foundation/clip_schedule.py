@@ -32,17 +32,35 @@ def run_progress(step: int, max_steps: int | None, elapsed_s: float, budget_s: f
     return min(1.0, max(by_time, by_steps))
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups as in open_clip: no decay on gains, biases, embeddings' 1-D params and ``logit_scale``."""
-    decay, no_decay = [], []
+TEXT_TOWER_PREFIXES = (
+    "token_embedding",
+    "positional_embedding",
+    "transformer.",
+    "ln_final",
+    "text_projection",
+)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, text_lr_scale: float = 1.0) -> list[dict]:
+    """AdamW groups as in open_clip: no decay on gains, biases, 1-D params and ``logit_scale``.
+
+    Text-tower parameters (open_clip ``CLIP`` names) get ``lr_scale=text_lr_scale``; the loop multiplies the
+    scheduled learning rate by each group's ``lr_scale``.
+    """
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         exclude = param.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
-        (no_decay if exclude else decay).append(param)
+        is_text = name.startswith(TEXT_TOWER_PREFIXES)
+        groups.setdefault((exclude, is_text), []).append(param)
     return [
-        {"params": no_decay, "weight_decay": 0.0},
-        {"params": decay, "weight_decay": weight_decay},
+        {
+            "params": params,
+            "weight_decay": 0.0 if exclude else weight_decay,
+            "lr_scale": text_lr_scale if is_text else 1.0,
+        }
+        for (exclude, is_text), params in sorted(groups.items())
     ]
 
 
