@@ -45,8 +45,8 @@ class TinyClipLoadError(ValueError):
 class TinyClipConfig:
     """Architecture of the tiny SynthWorld CLIP (open_clip ``CLIP`` with a ViT and a causal text transformer).
 
-    Presets: ``tiny()`` for tests (32 px, ~40k params, builds in milliseconds); ``default()`` for the recipe
-    (64 px, trained <= 7 minutes on 2 CPU cores by ``trainer.foundation.clip_train``).
+    Presets: ``tiny()`` for tests (32 px, 64k-113k params with a 512-2048 vocabulary, builds in milliseconds);
+    ``default()`` for the recipe (64 px, 1.72M params, trained <= 7 minutes on 2 CPU cores by ``clip_train``).
     """
 
     preset: str = "default"
