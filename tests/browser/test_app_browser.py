@@ -155,7 +155,8 @@ def test_stream_stop_regenerate_second_image_and_anyres_count(app, page):
     first_seen = answer.inner_text()
     expect(stop).to_be_enabled()
     expect(answer).not_to_have_text(first_seen)  # the answer grows while it streams
-    assert answer.inner_text().startswith(first_seen.removesuffix(" ▌"))
+    # The streaming cursor may follow a space or a line break depending on the text so far; strip it.
+    assert answer.inner_text().startswith(first_seen.rstrip().removesuffix("▌").rstrip())
     shot(page, "01-streaming")
 
     stop.click()
