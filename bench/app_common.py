@@ -122,5 +122,10 @@ def start(command: list[str], scratch: Path, name: str) -> RunningApp:
     return RunningApp(process, url, spawned, time.perf_counter() - spawned, log)
 
 
+def app_command(model: str) -> list[str]:
+    """``python app.py`` on ``model``, port filled in by ``start``, feedback logging off."""
+    return [sys.executable, "app.py", "--model", model, "--port", "{port}", "--feedback-log", ""]
+
+
 def scratch_dir() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="app-bench-")

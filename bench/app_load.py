@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from app_common import ROOT, pick_model, scratch_dir, start, test_image
+from app_common import ROOT, app_command, pick_model, scratch_dir, start, test_image
 
 QUESTIONS = (
     "What is in the picture?",
@@ -119,16 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         scratch = Path(scratch_name)
         choice = pick_model(args.model, scratch)
         image = str(test_image(scratch))
-        command = [
-            sys.executable,
-            "app.py",
-            "--model",
-            choice.model,
-            "--port",
-            "{port}",
-            "--feedback-log",
-            "",
-        ]
+        command = app_command(choice.model)
         running = start([*command, "--concurrency", str(args.concurrency)], scratch, "app")
         try:
             baseline = converse(running.url, -1, image, args.turns, args.max_new_tokens)

@@ -17,7 +17,7 @@ import statistics
 import sys
 import time
 
-from app_common import ROOT, pick_model, scratch_dir, start, test_image
+from app_common import ROOT, app_command, pick_model, scratch_dir, start, test_image
 
 BARE_APP = (
     "import gradio as gr\n"
@@ -50,16 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         scratch = Path(scratch_name)
         choice = pick_model(args.model, scratch)
         image = str(test_image(scratch))
-        app_cmd = [
-            sys.executable,
-            "app.py",
-            "--model",
-            choice.model,
-            "--port",
-            "{port}",
-            "--feedback-log",
-            "",
-        ]
+        app_cmd = app_command(choice.model)
         bare_cmd = [sys.executable, "-c", BARE_APP]
         bare, http, chat = [], [], []
         for _ in tqdm(range(args.repeats), desc="start-ups", unit="pair"):

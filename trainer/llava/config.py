@@ -179,21 +179,20 @@ def _synthworld(stage: int) -> StageConfig:
     return StageConfig("synthworld", 2, "vicuna_v1", 1024, 8, runtime, description=_synthworld.__doc__ or "")
 
 
+# Settings both reference recipes share (one epoch, cosine, 3% warmup, no weight decay; llava.md §5).
+_REFERENCE_RUNTIME = MappingProxyType(
+    {"weight_decay": 0.0, "warmup_ratio": 0.03, "schedule": "cosine", "epochs": 1.0, "precision": "auto"}
+)
+
+
 def _llava_1_5_7b(stage: int) -> StageConfig:
     """haotian-liu/LLaVA scripts/v1_5: pretrain 1e-3 x 256 (32 x 8 GPUs), finetune 2e-5 x 128 (16 x 8)."""
-    common = {
-        "weight_decay": 0.0,
-        "warmup_ratio": 0.03,
-        "schedule": "cosine",
-        "epochs": 1.0,
-        "precision": "auto",
-    }
     if stage == 1:
-        runtime = RuntimeConfig(learning_rate=1e-3, checkpoint_every=500, **common)
+        runtime = RuntimeConfig(learning_rate=1e-3, checkpoint_every=500, **_REFERENCE_RUNTIME)
         return StageConfig(
             "llava_1_5_7b", 1, "plain", 2048, 32, runtime, description=_llava_1_5_7b.__doc__ or ""
         )
-    runtime = RuntimeConfig(learning_rate=2e-5, checkpoint_every=500, **common)
+    runtime = RuntimeConfig(learning_rate=2e-5, checkpoint_every=500, **_REFERENCE_RUNTIME)
     return StageConfig(
         "llava_1_5_7b", 2, "vicuna_v1", 2048, 16, runtime, description=_llava_1_5_7b.__doc__ or ""
     )
@@ -202,19 +201,12 @@ def _llava_1_5_7b(stage: int) -> StageConfig:
 def _llava_next_7b(stage: int) -> StageConfig:
     """LLaVA-NeXT scripts/train: pretrain_clip 1e-3, 16/device, len 8192; direct_finetune_clip 1e-5, 4/device,
     len 32768 (its vision lr 2e-6 is not used: the tower stays frozen). Qwen2 chat -> chatml_direct here."""
-    common = {
-        "weight_decay": 0.0,
-        "warmup_ratio": 0.03,
-        "schedule": "cosine",
-        "epochs": 1.0,
-        "precision": "auto",
-    }
     if stage == 1:
-        runtime = RuntimeConfig(learning_rate=1e-3, checkpoint_every=500, **common)
+        runtime = RuntimeConfig(learning_rate=1e-3, checkpoint_every=500, **_REFERENCE_RUNTIME)
         return StageConfig(
             "llava_next_7b", 1, "plain", 8192, 16, runtime, description=_llava_next_7b.__doc__ or ""
         )
-    runtime = RuntimeConfig(learning_rate=1e-5, checkpoint_every=500, **common)
+    runtime = RuntimeConfig(learning_rate=1e-5, checkpoint_every=500, **_REFERENCE_RUNTIME)
     return StageConfig(
         "llava_next_7b", 2, "chatml_direct", 32768, 4, runtime, description=_llava_next_7b.__doc__ or ""
     )
