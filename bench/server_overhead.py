@@ -92,7 +92,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server_process(model: str, threads: int) -> tuple[subprocess.Popen, str]:
+def start_server_process(model: str, threads: int, interval_ms: float) -> tuple[subprocess.Popen, str]:
     import httpx
 
     port = free_port()
@@ -112,6 +112,8 @@ def start_server_process(model: str, threads: int) -> tuple[subprocess.Popen, st
         str(port),
         "--log-level",
         "warning",
+        "--stream-interval-ms",
+        str(interval_ms),
     ]
     process = subprocess.Popen(command, cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -173,6 +175,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads in both processes (default 1)")
     parser.add_argument("--image-size", default="336x336", help="WxH of the test image (default 336x336)")
     parser.add_argument("--in-thread", action="store_true", help="run the server in this process")
+    parser.add_argument(
+        "--stream-interval-ms", type=float, default=20.0, help="the server's chunk interval (default 20)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -214,10 +219,12 @@ def main() -> int:
         from llava_demo.server_config import ServerConfig
         from llava_demo.server_thread import BackgroundServer
 
-        server = BackgroundServer(create_app(backend, ServerConfig(port=0))).start()
+        server = BackgroundServer(
+            create_app(backend, ServerConfig(port=0, stream_interval_ms=args.stream_interval_ms))
+        ).start()
         url = server.url
     else:
-        process, url = start_server_process(model, args.threads)
+        process, url = start_server_process(model, args.threads, args.stream_interval_ms)
     client = openai.OpenAI(base_url=url + "/v1", api_key="bench", max_retries=0, timeout=600)
     try:
         in_process_run(backend, conversation, params)  # warm-up: first-call allocations, lazy imports
@@ -251,7 +258,8 @@ def main() -> int:
     best_rate = local["tokens_per_s_best"] / served["tokens_per_s_best"] - 1
     print(
         f"model {model}  image {width}x{height}  {args.max_tokens} tokens  threads {args.threads}  "
-        f"server {'in-thread' if args.in_thread else 'subprocess'}  repeats {args.repeats}  "
+        f"server {'in-thread' if args.in_thread else 'subprocess'}  "
+        f"stream interval {args.stream_interval_ms:g} ms  repeats {args.repeats}  "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     print(

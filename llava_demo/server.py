@@ -152,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=40_000_000,
         help="decompression-bomb guard per image (default 40,000,000)",
     )
+    net.add_argument(
+        "--stream-interval-ms",
+        type=float,
+        default=20.0,
+        help="least time between streamed chunks; deltas in between are merged (default 20; 0: no wait)",
+    )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return parser
 
@@ -185,6 +191,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             api_key=args.api_key,
             default_max_tokens=args.default_max_tokens,
             max_request_bytes=args.max_request_bytes,
+            stream_interval_ms=args.stream_interval_ms,
         )
     except ServerConfigError as exc:
         raise StartupError(str(exc)) from exc

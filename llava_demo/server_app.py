@@ -104,10 +104,10 @@ def render_batch(writer: ChunkWriter, events: list[StreamEvent]) -> tuple[bytes,
 
 
 async def _sse_stream(
-    job: GenerationJob, first: list[StreamEvent], writer: ChunkWriter, timeout: float
+    job: GenerationJob, first: list[StreamEvent], writer: ChunkWriter, timeout: float, interval_s: float
 ) -> AsyncIterator[bytes]:
-    """The SSE body, one write per batch of events. A failure after the first chunk becomes an ``error``
-    event; the end is always [DONE]."""
+    """The SSE body, one write per batch of events, at most one write per ``interval_s`` after the first. A
+    failure after the first chunk becomes an ``error`` event; the end is always [DONE]."""
     try:
         yield writer.role()
         events = first
@@ -119,6 +119,10 @@ async def _sse_stream(
                 yield data
             if finished:
                 break
+            if interval_s > 0 and data:
+                # Let the deltas pile up: the generation thread keeps the GIL instead of handing it to the
+                # loop once per token, and the client parses one chunk per interval.
+                await job.settle(interval_s)
             events = await job.next_events(timeout)
     except Exception as exc:  # noqa: BLE001 - every failure must reach the client as an error event
         yield writer.error(job_error(exc))
@@ -199,7 +203,7 @@ async def _chat_completions(state: ServerState, request: Request) -> Response:
         return JSONResponse(payload)
     writer = ChunkWriter(config.model_name, include_usage=parsed.include_usage, pending_notices=list(notices))
     return StreamingResponse(
-        _sse_stream(job, first, writer, timeout),
+        _sse_stream(job, first, writer, timeout, config.stream_interval_ms / 1000),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         # Runs even when the body generator never started (client gone before the first byte).

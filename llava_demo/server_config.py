@@ -53,6 +53,11 @@ class ServerConfig:
     api_key: str | None = None
     """When set, /v1/* needs ``Authorization: Bearer <key>``; /health stays open like SGLang's."""
     default_max_tokens: int = DEFAULT_MAX_TOKENS
+    stream_interval_ms: float = 20.0
+    """Least time between two streamed chunks; the deltas that arrive meanwhile go out as one chunk. The first
+    chunk is never held back. On a fast model each chunk costs a loop wake-up, a loopback send and a client
+    parse (about 0.5 CPU ms on 2 cores): sending one per token would cost more than the token. 0 sends every
+    batch at once (the role of SGLang's ``--stream-interval``, counted in time rather than tokens)."""
     event_timeout_s: float = 600.0
     """Longest wait for the backend's next event (the first one included, the queue wait not): a safety net
     behind the backends' own timeouts, so a hung backend costs a 504, never a request that waits forever."""
@@ -77,6 +82,9 @@ class ServerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ServerConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        interval = self.stream_interval_ms
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 <= interval <= 1000:
+            raise ServerConfigError(f"stream_interval_ms must be a number in 0..1000, got {interval!r}")
         timeout = self.event_timeout_s
         if not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
             raise ServerConfigError(f"event_timeout_s must be a positive number, got {timeout!r}")

@@ -103,6 +103,7 @@ class GenerationJob:
         self._arrived: deque[Any] = deque()  # filled by the thread, under _lock
         self._wake_pending = False  # under _lock: a wake-up of the loop is already scheduled
         self._ready = asyncio.Event()
+        self._ended = asyncio.Event()  # set on the loop once the thread has posted its last item
         self._taken: deque[Any] = deque()  # loop side only
         self._thread = threading.Thread(target=self._pump, name="llava-generation", daemon=True)
 
@@ -134,6 +135,7 @@ class GenerationJob:
         finally:
             self._post(_END)
             try:
+                self._loop.call_soon_threadsafe(self._ended.set)
                 self._loop.call_soon_threadsafe(self._on_finish)
             except RuntimeError:
                 pass
@@ -149,6 +151,16 @@ class GenerationJob:
                 self._wake_pending = False
             if not self._taken:
                 await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def settle(self, seconds: float) -> None:
+        """Wait ``seconds`` for more events to pile up, or less if the stream ends meanwhile (so the last
+        chunk is never held back)."""
+        if self._ended.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._ended.wait(), seconds)
+        except TimeoutError:
+            pass
 
     async def next_events(self, timeout: float | None = None) -> list[StreamEvent]:
         """Every event available now (at least one, waiting up to ``timeout``); [] after the last one.

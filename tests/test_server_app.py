@@ -324,6 +324,23 @@ def test_models_health_and_health_generate() -> None:
         assert client.get("/health_generate").status_code == 503
 
 
+def test_stream_interval_merges_deltas_and_never_holds_back_the_end() -> None:
+    # 40 deltas over ~200 ms with a 60 ms interval: a handful of chunks (first one at once, then about one
+    # per interval), the same text in the same order.
+    with serve(FakeBackend(tokens=("t",) * 40, delay_s=0.005), stream_interval_ms=60) as client:
+        status, events = stream_lines(client, {**HI, "max_tokens": 64})
+    contents = [c["choices"][0]["delta"].get("content") for c in events[1:-2]]
+    assert status == 200 and "".join(contents) == "t" * 40
+    assert 2 <= len(contents) <= 8, contents
+    # A 1 s interval: the stream ends as soon as the backend does, not an interval later.
+    with serve(FakeBackend(tokens=("a", "b", "c"), delay_s=0.01), stream_interval_ms=1000) as client:
+        started = time.monotonic()
+        status, events = stream_lines(client, HI)
+        elapsed = time.monotonic() - started
+    assert status == 200 and events[-1] == "[DONE]" and elapsed < 0.8, elapsed
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in events[1:-1]) == "abc"
+
+
 def test_config_validation() -> None:
     with pytest.raises(ServerConfigError, match="max_concurrency"):
         ServerConfig(max_concurrency=0)
@@ -333,6 +350,8 @@ def test_config_validation() -> None:
         ServerConfig(image_root=Path("/definitely/not/here"))
     with pytest.raises(ServerConfigError, match="api_key"):
         ServerConfig(api_key="  ")
+    with pytest.raises(ServerConfigError, match="stream_interval_ms"):
+        ServerConfig(stream_interval_ms=-1)
     assert ServerConfig().host == "127.0.0.1" and ServerConfig().loopback_only
     assert not ServerConfig(host="0.0.0.0").loopback_only
 
