@@ -1,0 +1,94 @@
+"""The explorer's three actions without any Gradio: retrieve per class, "more like this", export the subset.
+
+Handlers (``explorer_handlers``) turn their results into components; the API endpoints into JSON.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from react_explorer.class_retrieval import (
+    ClassRetrieval,
+    RetrievalConfig,
+    more_like_this,
+    retrieve_classes,
+    subset_table,
+)
+from react_explorer.errors import QueryError
+from react_explorer.index import ClipIndex
+from react_explorer.retrieve import check_subset_images
+from react_explorer.ui.coverage import CoverageStats, coverage_stats, similarity_histogram
+from react_explorer.ui.explorer_services import BuildNotice, ExplorerServices
+from react_explorer.ui.query_inputs import ExplorerQuery
+from react_explorer.ui.results_view import ResultItem, result_items, retrieved_ids
+from react_explorer.ui.subset_export import export_path, write_subset
+
+
+@dataclass(frozen=True)
+class ExplorerResult:
+    """One retrieval as the page keeps it (in a ``gr.State``): enough to redraw, open a result and export."""
+
+    query: ExplorerQuery
+    retrieval: ClassRetrieval
+    items: dict[str, list[ResultItem]]
+    stats: CoverageStats
+    histogram_edges: np.ndarray
+    histogram_counts: np.ndarray  # [classes, bins]
+    index_count: int
+    seconds: float  # model + search + metadata, without a first-use build
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    rows: int
+    dropped_missing: int  # rows left out because their image file is gone
+
+
+def run_retrieval(
+    services: ExplorerServices, query: ExplorerQuery, notice: BuildNotice | None = None
+) -> ExplorerResult:
+    index = services.open_index(query.index, notice)
+    start = time.perf_counter()
+    encoder = services.encoder(index, query.model)
+    retrieval = retrieve_classes(index, encoder, query.class_names, query.templates, query.retrieval)
+    items = result_items(retrieval, _rows_by_id(index, retrieved_ids(retrieval)))
+    stats = coverage_stats({name: [hit.id for hit in hits] for name, hits in retrieval.per_class.items()})
+    edges, counts = similarity_histogram(
+        {name: [hit.similarity for hit in hits] for name, hits in retrieval.per_class.items()}
+    )
+    seconds = time.perf_counter() - start
+    return ExplorerResult(query, retrieval, items, stats, edges, counts, index.count, seconds)
+
+
+def neighbours(services: ExplorerServices, result: ExplorerResult, row_id: int) -> list[ResultItem]:
+    """Pool rows nearest to ``row_id``'s own embedding (image embedding when the index has one), itself first."""
+    index = services.open_index(result.query.index)
+    modality = "image" if "image" in index.modalities else "text"
+    cfg: RetrievalConfig = result.query.retrieval
+    found = more_like_this(index, int(row_id), cfg, modality=modality)
+    return next(iter(result_items(found, _rows_by_id(index, retrieved_ids(found))).values()))
+
+
+def export_subset(services: ExplorerServices, result: ExplorerResult, name: str | None) -> ExportResult:
+    """The subset parquet (``retrieve``'s schema) in the export folder; rows whose image is gone are dropped."""
+    path = export_path(services.cfg.export_dir, name)  # a bad name is refused before any work
+    index = services.open_index(result.query.index)
+    table, dropped = check_subset_images(subset_table(index, result.retrieval), skip_missing=True)
+    write_subset(table, path)
+    return ExportResult(path, table.num_rows, dropped)
+
+
+def find_item(result: ExplorerResult, class_name: str, position: int) -> ResultItem:
+    items = result.items.get(class_name)
+    if items is None or not 0 <= position < len(items):
+        raise QueryError(f"no result {position} for class {class_name!r} (run the retrieval again?)")
+    return items[position]
+
+
+def _rows_by_id(index: ClipIndex, ids: list[int]) -> dict[int, dict]:
+    return dict(zip(ids, index.rows(ids), strict=True)) if ids else {}

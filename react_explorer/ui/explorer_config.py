@@ -1,0 +1,93 @@
+"""``ExplorerConfig``: where the explorer tab finds its world, model, indexes and cache, and where it exports.
+
+No Gradio and no torch import: the tab factory builds this from ``AppSettings`` before anything heavy loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from react_explorer.model_spec import DEFAULT_MODEL_DIR, REPO_ROOT
+
+DEFAULT_WORLD = REPO_ROOT / ".cache" / "synthworld" / "default-seed0"
+DEFAULT_CACHE_ROOT = REPO_ROOT / ".cache" / "react_explorer"
+DEFAULT_RUNS_ROOT = REPO_ROOT / "runs" / "react"
+EXPORTS_FOLDER = "exports"
+# AppSettings.extra key holding the index directories given with ``python app.py --react-index DIR``.
+INDEXES_SETTING = "react_indexes"
+
+
+@dataclass(frozen=True)
+class ExplorerConfig:
+    """Paths and display limits of the explorer tab (``tiny()`` for tests)."""
+
+    world: Path = DEFAULT_WORLD
+    """SynthWorld directory whose ``pool/pool.parquet`` is the embedded pool and ``tasks/*`` the task lists."""
+    clip_dir: Path = DEFAULT_MODEL_DIR
+    """The CLIP that embeds the embedded pool (its weights' hash keys the cached index)."""
+    cache_root: Path = DEFAULT_CACHE_ROOT
+    """Where the embedded pool's index is built on first use."""
+    runs_root: Path = DEFAULT_RUNS_ROOT
+    """``runs/react``: every ``*/manifest.json`` below it is offered as a user-built index."""
+    export_dir: Path = DEFAULT_RUNS_ROOT / EXPORTS_FOLDER
+    """Exports are written here and nowhere else (a name, never a path, comes from the page)."""
+    user_indexes: tuple[Path, ...] = ()
+    """Index directories named on the command line (listed even outside ``runs_root``)."""
+    max_galleries: int = 32
+    """Per-class galleries on the page; further classes are in the table and the export, not shown."""
+    gallery_limit: int = 48
+    """Images shown per class gallery (best first); the export holds every retrieved pair."""
+    max_loaded_indexes: int = 2
+    """Indexes kept in memory; the least recently used one is dropped."""
+    build_batch_size: int = 256
+    build_workers: int = 0
+    """DataLoader decode processes for the first-use build (0: the vision tower, not decoding, bounds it)."""
+    verify_checksums: bool = True
+    """Hash every index file on load (a 30k-pair index hashes in well under a second)."""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("world", "clip_dir", "cache_root", "runs_root", "export_dir"):
+            object.__setattr__(self, name, Path(getattr(self, name)).expanduser().resolve())
+        object.__setattr__(
+            self, "user_indexes", tuple(Path(p).expanduser().resolve() for p in self.user_indexes)
+        )
+        for name in ("max_galleries", "gallery_limit", "max_loaded_indexes", "build_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ExplorerConfig.{name} must be a positive int, got {value!r}")
+        if self.build_workers < 0:
+            raise ValueError(f"ExplorerConfig.build_workers must be >= 0, got {self.build_workers}")
+        if self.export_dir == self.cache_root or self.cache_root in self.export_dir.parents:
+            raise ValueError(
+                f"ExplorerConfig.export_dir {self.export_dir} is inside the index cache {self.cache_root}; "
+                "exports would be mixed with cached indexes"
+            )
+        for index_dir in self.user_indexes:
+            if index_dir == self.export_dir or self.export_dir in index_dir.parents:
+                raise ValueError(f"--react-index {index_dir} is inside the export folder {self.export_dir}")
+
+    @classmethod
+    def tiny(cls, root: Path, **overrides: Any) -> ExplorerConfig:
+        """Everything under ``root`` (no world unless one is given), small galleries."""
+        values: dict[str, Any] = {
+            "world": root / "world",
+            "cache_root": root / "cache",
+            "runs_root": root / "runs" / "react",
+            "export_dir": root / "runs" / "react" / EXPORTS_FOLDER,
+            "max_galleries": 4,
+            "gallery_limit": 8,
+            "build_batch_size": 16,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def pool_parquet(self) -> Path:
+        return self.world / "pool" / "pool.parquet"
+
+    @property
+    def tasks_dir(self) -> Path:
+        return self.world / "tasks"

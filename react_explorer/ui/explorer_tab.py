@@ -1,0 +1,186 @@
+"""The REACT explorer tab: layout and event wiring (logic in ``explorer_handlers`` and the pure modules).
+
+Galleries are a fixed pool of ``max_galleries`` hidden ``gr.Gallery`` components, one per class slot, shown
+and relabelled by each retrieval. Unlike ``@gr.render`` this keeps one ``select`` listener per gallery, wired
+once, and stable element ids for browser tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from llava_demo.ui.settings import AppSettings
+from llava_demo.ui.shell import AppTab
+from react_explorer.class_retrieval import MODES
+from react_explorer.ui.explorer_api import ExplorerApi
+from react_explorer.ui.explorer_config import INDEXES_SETTING, ExplorerConfig
+from react_explorer.ui.explorer_handlers import NO_SELECTION, ExplorerHandlers
+from react_explorer.ui.explorer_services import ExplorerServices
+from react_explorer.ui.index_sources import EMBEDDED
+from react_explorer.ui.query_inputs import DEFAULT_TEMPLATES, MAX_K, TEMPLATE_CHOICES, list_tasks
+from react_explorer.ui.results_view import SUMMARY_HEADERS
+
+HELP = (
+    "REACT retrieval: every class name is put into every template, each prompt retrieves its top **k** pairs "
+    "from the pool (**t2t**: by caption embedding, **t2i**: by image embedding), and the hits are merged per "
+    "class. **Dedup** removes pairs whose images are near-duplicates (cosine >= 0.94) of a better-ranked one."
+)
+
+
+def react_explorer_tab(settings: AppSettings) -> AppTab:
+    """The tab factory listed in ``shell.TAB_FACTORIES`` (cheap: reads manifests, loads nothing)."""
+    cfg = ExplorerConfig(user_indexes=tuple(settings.extra.get(INDEXES_SETTING, ())))
+    return tab_from_services(ExplorerServices(cfg))
+
+
+def tab_from_services(services: ExplorerServices) -> AppTab:
+    folders = {str(root) for root in services.allowed_roots()} | {str(services.cfg.export_dir)}
+    return AppTab(
+        title="REACT explorer",
+        tab_id="react",
+        build=lambda: build_explorer_tab(services),
+        close=services.close,
+        allowed_paths=tuple(sorted(folders)),
+    )
+
+
+def build_explorer_tab(services: ExplorerServices) -> None:
+    cfg = services.cfg
+    handlers, api = ExplorerHandlers(services), ExplorerApi(services)
+    choices = [(choice.label, choice.value) for choice in services.choices()]
+    result_state, selected_state, neighbours_state = gr.State(None), gr.State(None), gr.State([])
+
+    gr.Markdown(HELP)
+    with gr.Row():
+        with gr.Column(scale=3, min_width=280):
+            with gr.Row():
+                index = gr.Dropdown(
+                    choices=choices, value=EMBEDDED, label="Index", scale=5, elem_id="react-index"
+                )
+                refresh = gr.Button("Refresh", scale=1, min_width=60, elem_id="react-refresh")
+            index_info = gr.Markdown(handlers.index_info(EMBEDDED), elem_id="react-index-info")
+            tasks = list_tasks(cfg.tasks_dir)
+            task = gr.Dropdown(
+                choices=["", *tasks], value="", label="SynthWorld task (fills the class list)",
+                info=None if tasks else "no tasks: the SynthWorld world is not generated", elem_id="react-task",
+            )  # fmt: skip
+            classes = gr.Textbox(
+                label="Class names", lines=5, placeholder="comma- or newline-separated, e.g. vorn, tessel, quorl",
+                elem_id="react-classes",
+            )  # fmt: skip
+            templates = gr.Radio(
+                list(TEMPLATE_CHOICES), value=DEFAULT_TEMPLATES, label="Templates",
+                info="synthworld 4, simple 7, openai 80, or an uploaded file", elem_id="react-templates",
+            )  # fmt: skip
+            template_file = gr.File(
+                label="Template file (one template per line, {} = class name)", file_types=[".txt"],
+                type="filepath", height=90, elem_id="react-template-file",
+            )  # fmt: skip
+            with gr.Row():
+                mode = gr.Radio(sorted(MODES), value="t2t", label="Mode", elem_id="react-mode")
+                dedup = gr.Checkbox(value=True, label="Dedup (0.94)", elem_id="react-dedup")
+            k = gr.Slider(1, MAX_K, value=50, step=1, label="k per prompt", elem_id="react-k")
+            with gr.Accordion("CLIP model", open=False):
+                model = gr.Textbox(
+                    label="Query model (empty: the one that built the index)",
+                    placeholder="local-dir:DIR or an open_clip name", elem_id="react-model",
+                )  # fmt: skip
+            run = gr.Button("Retrieve", variant="primary", elem_id="react-run")
+            status = gr.Markdown(elem_id="react-status")
+        with gr.Column(scale=8):
+            summary = gr.Dataframe(
+                headers=list(SUMMARY_HEADERS),
+                label="Summary per class",
+                interactive=False,
+                elem_id="react-summary",
+            )
+            galleries = [
+                gr.Gallery(
+                    visible=False,
+                    columns=8,
+                    height="auto",
+                    allow_preview=False,
+                    object_fit="contain",
+                    elem_id=f"react-gallery-{slot}",
+                )  # fmt: skip
+                for slot in range(cfg.max_galleries)
+            ]
+            with gr.Row():
+                with gr.Column(scale=3):
+                    detail = gr.Markdown(NO_SELECTION, elem_id="react-detail")
+                    more = gr.Button("More like this", interactive=False, elem_id="react-more")
+                with gr.Column(scale=4):
+                    similar = gr.Gallery(
+                        label="More like this",
+                        columns=6,
+                        height="auto",
+                        allow_preview=False,
+                        elem_id="react-similar",
+                    )
+            with gr.Accordion("Coverage", open=True, elem_id="react-coverage"):
+                with gr.Row():
+                    overlap = gr.Image(label="Shared pairs, class x class", type="pil", interactive=False,
+                                       elem_id="react-overlap")  # fmt: skip
+                    histogram = gr.Image(label="Similarity histogram", type="pil", interactive=False,
+                                         elem_id="react-histogram")  # fmt: skip
+            with gr.Accordion("Export the subset", open=True, elem_id="react-export-panel"):
+                with gr.Row():
+                    export_name = gr.Textbox(
+                        label=f"Name (written to {cfg.export_dir}/NAME.parquet)", value="subset", scale=3,
+                        elem_id="react-export-name",
+                    )  # fmt: skip
+                    export = gr.Button("Export", scale=1, elem_id="react-export")
+                export_file = gr.File(label="Subset parquet", interactive=False, elem_id="react-export-file")
+
+    with gr.Group(visible=False):  # components only the API uses
+        _api_components(api, result_state)
+
+    private: dict[str, Any] = {"api_visibility": "private"}
+    cheap: dict[str, Any] = {**private, "concurrency_limit": None}
+    index.change(handlers.index_info, [index], [index_info], **cheap)
+    refresh.click(handlers.refresh_indexes, [index], [index], **cheap)
+    task.change(handlers.fill_task, [task, classes], [classes, status], **cheap)
+    template_file.upload(handlers.template_uploaded, [template_file], [templates], **cheap)
+    run.click(
+        handlers.retrieve,
+        [index, classes, templates, template_file, mode, k, dedup, model],
+        [*galleries, summary, overlap, histogram, status, detail, more, similar,
+         result_state, selected_state, neighbours_state],
+        concurrency_id="react_retrieve", **private,
+    )  # fmt: skip
+    for slot, gallery in enumerate(galleries):
+        gallery.select(handlers.select_handler(slot), [result_state], [detail, more, selected_state], **cheap)
+    similar.select(handlers.select_neighbour, [neighbours_state], [detail, more, selected_state], **cheap)
+    more.click(
+        handlers.more_like_this,
+        [result_state, selected_state],
+        [similar, status, neighbours_state],
+        **private,
+    )
+    export.click(handlers.export, [result_state, export_name], [export_file, status], **private)
+
+
+def _api_components(api: ExplorerApi, result_state: gr.State) -> None:
+    index = gr.Textbox(label="index")
+    classes = gr.Textbox(label="classes")
+    templates = gr.Textbox(label="templates", value=DEFAULT_TEMPLATES)
+    template_file = gr.File(label="template_file", type="filepath")
+    mode = gr.Textbox(label="mode", value="t2t")
+    k = gr.Number(label="k", value=50)
+    dedup = gr.Checkbox(label="dedup", value=True)
+    model = gr.Textbox(label="model", value="")
+    row = gr.Number(label="row_id", value=0)
+    name = gr.Textbox(label="name", value="subset")
+    out_json, out_file = gr.JSON(label="result"), gr.File(label="subset")
+    retrieve, similar, export = gr.Button("retrieve"), gr.Button("similar"), gr.Button("export")
+    retrieve.click(
+        api.retrieve,
+        [index, classes, templates, template_file, mode, k, dedup, model],
+        [out_json, result_state],
+        api_name="react_retrieve",
+        concurrency_id="react_retrieve",
+    )
+    similar.click(api.more_like_this, [row, result_state], [out_json], api_name="react_more_like_this")
+    export.click(api.export, [name, result_state], [out_file, out_json], api_name="react_export")
