@@ -182,6 +182,15 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="pause between streamed chunks, for demos and UI tests of Stop (default 0) [APP_STREAM_DELAY_MS]",
     )
     extras.add_argument(
+        "--react-index",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="an index built by python -m react_explorer.build_index, offered in the REACT explorer tab "
+        "(repeatable; runs/react/*/ is found without it)",
+    )
+    extras.add_argument(
         "--no-preload",
         dest="preload",
         action="store_false",
@@ -200,6 +209,9 @@ def settings_from_args(args: argparse.Namespace) -> AppSettings:
         backend = "sglang"  # asking for SGLang is unambiguous; don't make people also type --backend
     elif backend == "local" and args.openai_url:
         backend = "openai"
+    missing = [str(path) for path in args.react_index if not path.is_dir()]
+    if missing:
+        raise SettingsError(f"--react-index {missing[0]} is not a directory")
     return AppSettings(
         backend=backend,
         model=args.model,
@@ -215,6 +227,7 @@ def settings_from_args(args: argparse.Namespace) -> AppSettings:
         examples_file=args.examples,
         stream_delay_ms=args.stream_delay_ms,
         preload=args.preload,
+        extra={"react_indexes": tuple(args.react_index)},  # react_explorer.ui.explorer_config.INDEXES_SETTING
     )
 
 

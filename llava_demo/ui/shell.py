@@ -24,7 +24,10 @@ import gradio as gr  # noqa: E402
 log = logging.getLogger("llava_demo.ui.shell")
 APP_TITLE = "Steerable visual intelligence"
 # Each pillar package appends its tab factory here; the order is the tab order.
-TAB_FACTORIES: tuple[str, ...] = ("llava_demo.ui.chat_tab:chat_tab",)
+TAB_FACTORIES: tuple[str, ...] = (
+    "llava_demo.ui.chat_tab:chat_tab",
+    "react_explorer.ui.explorer_tab:react_explorer_tab",
+)
 # Uploaded files and rendered pictures are deleted from Gradio's cache after a day, checked hourly.
 CACHE_CLEANUP = (3600, 86400)
 QUEUE_MAX_SIZE = 64

@@ -132,7 +132,9 @@ def build_explorer_tab(services: ExplorerServices) -> None:
                         elem_id="react-export-name",
                     )  # fmt: skip
                     export = gr.Button("Export", scale=1, elem_id="react-export")
-                export_file = gr.File(label="Subset parquet", interactive=False, elem_id="react-export-file")
+                export_file = gr.File(
+                    label="Subset parquet", interactive=False, height=90, elem_id="react-export-file"
+                )
 
     with gr.Group(visible=False):  # components only the API uses
         _api_components(api, result_state)
