@@ -63,21 +63,32 @@ def build_explorer_tab(services: ExplorerServices) -> None:
             index_info = gr.Markdown(handlers.index_info(EMBEDDED), elem_id="react-index-info")
             tasks = list_tasks(cfg.tasks_dir)
             task = gr.Dropdown(
-                choices=["", *tasks], value="", label="SynthWorld task (fills the class list)",
-                info=None if tasks else "no tasks: the SynthWorld world is not generated", elem_id="react-task",
-            )  # fmt: skip
+                choices=["", *tasks],
+                value="",
+                label="SynthWorld task (fills the class list)",
+                info=None if tasks else "no tasks: the SynthWorld world is not generated",
+                elem_id="react-task",
+            )
             classes = gr.Textbox(
-                label="Class names", lines=5, placeholder="comma- or newline-separated, e.g. vorn, tessel, quorl",
+                label="Class names",
+                lines=5,
+                placeholder="comma- or newline-separated, e.g. vorn, tessel, quorl",
                 elem_id="react-classes",
-            )  # fmt: skip
+            )
             templates = gr.Radio(
-                list(TEMPLATE_CHOICES), value=DEFAULT_TEMPLATES, label="Templates",
-                info="synthworld 4, simple 7, openai 80, or an uploaded file", elem_id="react-templates",
-            )  # fmt: skip
+                list(TEMPLATE_CHOICES),
+                value=DEFAULT_TEMPLATES,
+                label="Templates",
+                info="synthworld 4, simple 7, openai 80, or an uploaded file",
+                elem_id="react-templates",
+            )
             template_file = gr.File(
-                label="Template file (one template per line, {} = class name)", file_types=[".txt"],
-                type="filepath", height=90, elem_id="react-template-file",
-            )  # fmt: skip
+                label="Template file (one template per line, {} = class name)",
+                file_types=[".txt"],
+                type="filepath",
+                height=90,
+                elem_id="react-template-file",
+            )
             with gr.Row():
                 mode = gr.Radio(sorted(MODES), value="t2t", label="Mode", elem_id="react-mode")
                 dedup = gr.Checkbox(value=True, label="Dedup (0.94)", elem_id="react-dedup")
@@ -85,8 +96,9 @@ def build_explorer_tab(services: ExplorerServices) -> None:
             with gr.Accordion("CLIP model", open=False):
                 model = gr.Textbox(
                     label="Query model (empty: the one that built the index)",
-                    placeholder="local-dir:DIR or an open_clip name", elem_id="react-model",
-                )  # fmt: skip
+                    placeholder="local-dir:DIR or an open_clip name",
+                    elem_id="react-model",
+                )
             run = gr.Button("Retrieve", variant="primary", elem_id="react-run")
             status = gr.Markdown(elem_id="react-status")
         with gr.Column(scale=8):
@@ -100,11 +112,11 @@ def build_explorer_tab(services: ExplorerServices) -> None:
                 gr.Gallery(
                     visible=False,
                     columns=8,
-                    height="auto",
+                    height=240,
                     allow_preview=False,
                     object_fit="contain",
                     elem_id=f"react-gallery-{slot}",
-                )  # fmt: skip
+                )
                 for slot in range(cfg.max_galleries)
             ]
             with gr.Row():
@@ -115,22 +127,29 @@ def build_explorer_tab(services: ExplorerServices) -> None:
                     similar = gr.Gallery(
                         label="More like this",
                         columns=6,
-                        height="auto",
+                        height=300,
                         allow_preview=False,
                         elem_id="react-similar",
                     )
             with gr.Accordion("Coverage", open=True, elem_id="react-coverage"):
                 with gr.Row():
-                    overlap = gr.Image(label="Shared pairs, class x class", type="pil", interactive=False,
-                                       elem_id="react-overlap")  # fmt: skip
-                    histogram = gr.Image(label="Similarity histogram", type="pil", interactive=False,
-                                         elem_id="react-histogram")  # fmt: skip
+                    overlap = gr.Image(
+                        label="Shared pairs, class x class",
+                        type="pil",
+                        interactive=False,
+                        elem_id="react-overlap",
+                    )
+                    histogram = gr.Image(
+                        label="Similarity histogram", type="pil", interactive=False, elem_id="react-histogram"
+                    )
             with gr.Accordion("Export the subset", open=True, elem_id="react-export-panel"):
                 with gr.Row():
                     export_name = gr.Textbox(
-                        label=f"Name (written to {cfg.export_dir}/NAME.parquet)", value="subset", scale=3,
+                        label=f"Name (written to {cfg.export_dir}/NAME.parquet)",
+                        value="subset",
+                        scale=3,
                         elem_id="react-export-name",
-                    )  # fmt: skip
+                    )
                     export = gr.Button("Export", scale=1, elem_id="react-export")
                 export_file = gr.File(
                     label="Subset parquet", interactive=False, height=90, elem_id="react-export-file"
@@ -148,10 +167,22 @@ def build_explorer_tab(services: ExplorerServices) -> None:
     run.click(
         handlers.retrieve,
         [index, classes, templates, template_file, mode, k, dedup, model],
-        [*galleries, summary, overlap, histogram, status, detail, more, similar,
-         result_state, selected_state, neighbours_state],
-        concurrency_id="react_retrieve", **private,
-    )  # fmt: skip
+        [
+            *galleries,
+            summary,
+            overlap,
+            histogram,
+            status,
+            detail,
+            more,
+            similar,
+            result_state,
+            selected_state,
+            neighbours_state,
+        ],
+        concurrency_id="react_retrieve",
+        **private,
+    )
     for slot, gallery in enumerate(galleries):
         gallery.select(handlers.select_handler(slot), [result_state], [detail, more, selected_state], **cheap)
     similar.select(handlers.select_neighbour, [neighbours_state], [detail, more, selected_state], **cheap)
