@@ -19,6 +19,7 @@ from typing import Any
 from tqdm import tqdm
 
 from trainer.atomic import OutputNotWritableError, atomic_write_json
+from trainer.data_engine.academic import AcademicConfig, ProbeStatistics, academic_record, probe_statistics
 from trainer.data_engine.coco import CocoDataset, CocoFormatError, CocoImage, load_coco
 from trainer.data_engine.records import (
     caption_record,
@@ -35,7 +36,7 @@ TEACHER_TYPES: dict[str, ResponseType] = {
     "detail": ResponseType.DETAIL,
     "complex": ResponseType.COMPLEX,
 }
-QUESTION_TYPES = ("short", "mc")
+QUESTION_TYPES = ("short", "mc", "academic")
 ALL_TYPES: tuple[str, ...] = (*TEACHER_TYPES, *QUESTION_TYPES)
 
 
@@ -50,6 +51,10 @@ class BuildConfig:
     max_short_turns: int = 8  # short-answer questions packed into one record per image
     max_mc_per_image: int = 3
     show_progress: bool = True
+    academic: AcademicConfig = field(default_factory=AcademicConfig)
+    # Share of images that get a record of a type (type -> fraction in (0, 1]); unlisted types: every image.
+    # The draw is seeded per (seed, image, type), so the mix is reproducible and independent of worker order.
+    fractions: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.types:
@@ -65,6 +70,16 @@ class BuildConfig:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.max_short_turns < 1 or self.max_mc_per_image < 1:
             raise ValueError("max_short_turns and max_mc_per_image must be >= 1")
+        for name, fraction in self.fractions.items():
+            if name not in self.types:
+                raise ValueError(f"fractions names type {name!r}, which is not in types {list(self.types)}")
+            if not 0.0 < fraction <= 1.0:
+                raise ValueError(f"fractions[{name!r}] must be in (0, 1], got {fraction}")
+
+    def wants(self, kind: str, image_id: int) -> bool:
+        """Whether image ``image_id`` gets a record of type ``kind`` (always, unless ``fractions`` thins it)."""
+        fraction = self.fractions.get(kind, 1.0)
+        return fraction >= 1.0 or random.Random(f"{self.seed}/{image_id}/{kind}/keep").random() < fraction
 
     @classmethod
     def tiny(cls) -> BuildConfig:
@@ -144,17 +159,21 @@ def teacher_context(image: CocoImage, dataset: CocoDataset, seed: int) -> Teache
 
 
 def _teacher_outputs(
-    contexts: Sequence[TeacherContext], teacher: Teacher, kinds: Sequence[ResponseType], workers: int
+    contexts: Sequence[TeacherContext], teacher: Teacher, config: BuildConfig
 ) -> Iterator[TeacherOutput]:
-    """Teacher outputs in image order; with workers > 1 calls overlap but the order (and output) is unchanged."""
-    if not kinds:
-        yield from (TeacherOutput() for _ in contexts)
-    elif workers == 1:
-        yield from (teacher.generate(context, kinds) for context in contexts)
+    """Teacher outputs in image order; with workers > 1 calls overlap but the order (and output) is unchanged.
+    An image is asked only for the types ``config.fractions`` keeps for it (no wasted LLM requests)."""
+
+    def generate(context: TeacherContext) -> TeacherOutput:
+        kinds = tuple(k for k in config.teacher_kinds if config.wants(_type_name(k), context.image_id))
+        return teacher.generate(context, kinds) if kinds else TeacherOutput()
+
+    if config.workers == 1:
+        yield from (generate(context) for context in contexts)
     else:
-        pool = ThreadPoolExecutor(max_workers=workers)
+        pool = ThreadPoolExecutor(max_workers=config.workers)
         try:
-            yield from pool.map(lambda context: teacher.generate(context, kinds), contexts)
+            yield from pool.map(generate, contexts)
         finally:
             # On an endpoint error, drop the queued requests instead of waiting for every one of them.
             pool.shutdown(wait=True, cancel_futures=True)
@@ -166,7 +185,8 @@ def build_records(
     """All stage-2 records for ``dataset`` in image order, plus the run's counts."""
     stats = Stats()
     contexts = [teacher_context(image, dataset, config.seed) for image in dataset.images]
-    outputs = _teacher_outputs(contexts, teacher, config.teacher_kinds, config.workers)
+    outputs = _teacher_outputs(contexts, teacher, config)
+    probes = _probe_statistics(contexts) if "academic" in config.types else None
     records: list[dict[str, Any]] = []
     progress = tqdm(zip(contexts, outputs), total=len(contexts), desc="instruction data", unit="image",
                     disable=not config.show_progress)  # fmt: skip
@@ -178,18 +198,34 @@ def build_records(
         for dropped in output.dropped:
             stats.dropped[_type_name(dropped.kind)] += 1
             stats.drop_reasons[dropped.reason] += 1
-        records += _question_records(context, config, stats)
+        records += _question_records(context, config, stats, probes)
     validate_records(records)
     return records, stats
+
+
+def _probe_statistics(contexts: Sequence[TeacherContext]) -> ProbeStatistics:
+    """POPE negatives come from the build's own (train) scenes and its category vocabulary."""
+    vocabulary = contexts[0].vocabulary if contexts else ()
+    return probe_statistics((context.scene for context in contexts), vocabulary)
 
 
 def _type_name(kind: ResponseType) -> str:
     return next(name for name, value in TEACHER_TYPES.items() if value is kind)
 
 
-def _question_records(context: TeacherContext, config: BuildConfig, stats: Stats) -> list[dict[str, Any]]:
+def _question_records(
+    context: TeacherContext, config: BuildConfig, stats: Stats, probes: ProbeStatistics | None
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    if "short" in config.types:
+    if "academic" in config.types and probes is not None and config.wants("academic", context.image_id):
+        rng = random.Random(f"{config.seed}/{context.image_id}/academic")
+        record = academic_record(
+            context.scene, rng, context.image_id, context.file_name, probes, config.academic
+        )
+        if record is not None:
+            out.append(record)
+            stats.records["academic"] += 1
+    if "short" in config.types and config.wants("short", context.image_id):
         rng = random.Random(f"{config.seed}/{context.image_id}/short")
         record = short_answer_record(
             context.scene, rng, context.image_id, context.file_name, max_turns=config.max_short_turns
@@ -197,7 +233,7 @@ def _question_records(context: TeacherContext, config: BuildConfig, stats: Stats
         if record is not None:
             out.append(record)
             stats.records["short"] += 1
-    if "mc" in config.types:
+    if "mc" in config.types and config.wants("mc", context.image_id):
         rng = random.Random(f"{config.seed}/{context.image_id}/mc")
         items = multiple_choice_records(
             context.scene, rng, context.image_id, context.file_name, max_items=config.max_mc_per_image

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trainer.atomic import OutputNotWritableError, atomic_write_json
+from trainer.data_engine.academic import AcademicConfig
 from trainer.data_engine.build import (
     ALL_TYPES,
     BuildConfig,
@@ -36,6 +37,20 @@ def _types(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _fractions(text: str) -> dict[str, float]:
+    """'detail=0.3,conversation=0.5' -> {'detail': 0.3, 'conversation': 0.5}; argparse reports a ValueError."""
+    out: dict[str, float] = {}
+    for part in _types(text):
+        name, sep, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected TYPE=FRACTION, got {part!r}") from None
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected TYPE=FRACTION, got {part!r}")
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer.data_engine", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -53,6 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--types", type=_types, default=ALL_TYPES, help=f"comma list from {','.join(ALL_TYPES)}"
     )
+    build.add_argument(
+        "--fractions",
+        type=_fractions,
+        default={},
+        help="share of images that get each type, e.g. 'detail=0.3,conversation=0.3' (default: every image)",
+    )
+    academic = build.add_argument_group("academic VQA records (type 'academic'; turns per image)")
+    academic.add_argument("--academic-short", type=int, default=AcademicConfig.short_turns)
+    academic.add_argument(
+        "--academic-yes-no-pairs", type=int, default=AcademicConfig.yes_no_pairs, help="yes + no probe pairs"
+    )
+    academic.add_argument(
+        "--academic-detail", type=int, default=AcademicConfig.detail_turns, help="small-detail (large scenes)"
+    )
+    academic.add_argument("--academic-mc", type=int, default=AcademicConfig.mc_turns, help="multiple choice")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--limit", type=int, help="use only the first N images")
     build.add_argument(
@@ -93,7 +123,20 @@ def _make_teacher(args: argparse.Namespace) -> Teacher:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    config = BuildConfig(types=args.types, seed=args.seed, limit=args.limit, workers=args.workers)
+    academic = AcademicConfig(
+        short_turns=args.academic_short,
+        yes_no_pairs=args.academic_yes_no_pairs,
+        detail_turns=args.academic_detail,
+        mc_turns=args.academic_mc,
+    )
+    config = BuildConfig(
+        types=args.types,
+        seed=args.seed,
+        limit=args.limit,
+        workers=args.workers,
+        academic=academic,
+        fractions=args.fractions,
+    )
     check_output_writable(args.out)
     if args.stage1_out:
         check_output_writable(args.stage1_out)

@@ -69,6 +69,16 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "--checkpoint-every", type=int, help="override: checkpoint every N updates (0: end only)"
     )
     parser.add_argument("--num-workers", type=int, help="override: DataLoader worker processes")
+    parser.add_argument("--learning-rate", type=float, help="override the preset's peak learning rate")
+    parser.add_argument(
+        "--projector-lr",
+        type=float,
+        help="override: stage-2 projector learning rate (LLaVA's mm_projector_lr)",
+    )
+    parser.add_argument("--micro-batch-size", type=int, help="override the preset's samples per micro-batch")
+    parser.add_argument(
+        "--max-length", type=int, help="override: drop samples longer than this many tokens (images expanded)"
+    )
     parser.add_argument(
         "--stop-after-steps",
         type=int,
@@ -103,7 +113,16 @@ def stage_config_from_args(args: argparse.Namespace) -> StageConfig:
                 "--anyres-grids applies when assembling from parts; --init keeps the model's grids"
             )
         cfg = replace(cfg, architecture=replace(cfg.architecture, anyres_grids=args.anyres_grids))
+    stage_overrides: dict[str, Any] = {
+        "projector_lr": getattr(args, "projector_lr", None),
+        "micro_batch_size": getattr(args, "micro_batch_size", None),
+        "max_length": getattr(args, "max_length", None),
+    }
+    stage_overrides = {k: v for k, v in stage_overrides.items() if v is not None}
+    if stage_overrides:
+        cfg = replace(cfg, **stage_overrides)  # __post_init__ re-validates (e.g. projector_lr in stage 1)
     overrides: dict[str, Any] = {
+        "learning_rate": getattr(args, "learning_rate", None),
         "max_steps": args.max_steps,
         "seed": args.seed,
         "checkpoint_every": args.checkpoint_every,
