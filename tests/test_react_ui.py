@@ -135,7 +135,7 @@ def test_pictures_have_one_cell_per_class_pair_and_one_bar_per_bin():
     assert image.size[0] == image.size[1] and image.size[0] >= 3 * 20
     bars = histogram_picture(np.linspace(0, 1, 5), np.array([[1, 0, 0, 3]]), width=400, height=200)
     assert bars.size == (400, 200)
-    pixels = np.all(np.asarray(bars) == (70, 110, 200), axis=2)  # bar colour; plot spans x 44..388, y 12..166
+    pixels = np.all(np.asarray(bars) == (70, 110, 200), axis=2)  # bar colour; plot spans x 44..388, y 24..166
     bins = [slice(46, 128), slice(132, 214), slice(218, 300), slice(304, 386)]  # 86 px per bin
     assert [bool(pixels[150, b].all()) for b in bins] == [True, False, False, True]  # low: bins 0 and 3
     assert [bool(pixels[100, b].any()) for b in bins] == [False, False, False, True]  # above 1/3: bin 3 only
@@ -173,7 +173,7 @@ def test_result_views(tmp_path):
     assert displayable_image(items["a"][1], [tmp_path]) is None  # no image_path
     detail = detail_markdown(first)
     for text in ("### a #1: pool row 4", "a \\| b", "| similarity | 0.9000 |", "| key | k4 |",
-                 "every" if False else "Queries that hit it (2)", "- 0.8000 · a photo"):  # fmt: skip
+                 "Queries that hit it (2)", "- 0.8000 · a photo"):  # fmt: skip
         assert text in detail
     stats = coverage_stats({n: [h.id for h in hs] for n, hs in retrieval.per_class.items()})
     assert summary_rows(retrieval, stats) == [["a", 2, 1, 1, 0.9, 0.7, "a"], ["b", 1, 0, 0, 0.7, 0.7, "b"]]

@@ -143,6 +143,7 @@ def test_export_equals_the_retrieve_cli_and_more_like_this_finds_the_row(served,
     assert info["rows"] == pq.read_table(cli_out).num_rows
     similar = c.predict(7, api_name="/react_more_like_this")
     assert similar[0]["id"] == 7 and similar[0]["similarity"] == pytest.approx(1.0, abs=2e-3)
+    assert len(similar) == 5  # k neighbours: not deduplicated, near-duplicates are what it asks for
 
 
 def test_bad_input_gives_clear_errors_and_the_app_keeps_serving(served, tmp_path):

@@ -74,7 +74,7 @@ def histogram_picture(
     image = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(image)
     font = _font()
-    left, right, top, bottom = 44, width - 12, 12, height - 34
+    left, right, top, bottom = 44, width - 12, 24, height - 34
     draw.line((left, bottom, right, bottom), fill=INK)
     draw.line((left, top, left, bottom), fill=INK)
     peak = max(int(totals.max()) if totals.size else 0, 1)

@@ -6,7 +6,7 @@ Handlers (``explorer_handlers``) turn their results into components; the API end
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +69,8 @@ def neighbours(services: ExplorerServices, result: ExplorerResult, row_id: int) 
     """Pool rows nearest to ``row_id``'s own embedding (image embedding when the index has one), itself first."""
     index = services.open_index(result.query.index)
     modality = "image" if "image" in index.modalities else "text"
-    cfg: RetrievalConfig = result.query.retrieval
+    # No dedup here: an item's nearest neighbours are its near-duplicates, which is what "more like this" asks.
+    cfg: RetrievalConfig = replace(result.query.retrieval, dedup=False)
     found = more_like_this(index, int(row_id), cfg, modality=modality)
     return next(iter(result_items(found, _rows_by_id(index, retrieved_ids(found))).values()))
 

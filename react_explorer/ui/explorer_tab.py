@@ -126,7 +126,7 @@ def build_explorer_tab(services: ExplorerServices) -> None:
                 with gr.Column(scale=4):
                     similar = gr.Gallery(
                         label="More like this",
-                        columns=6,
+                        columns=5,
                         height=300,
                         allow_preview=False,
                         elem_id="react-similar",
