@@ -18,7 +18,7 @@ from react_explorer.ui.explorer_api import ExplorerApi
 from react_explorer.ui.explorer_config import INDEXES_SETTING, ExplorerConfig
 from react_explorer.ui.explorer_handlers import NO_SELECTION, ExplorerHandlers
 from react_explorer.ui.explorer_services import ExplorerServices
-from react_explorer.ui.index_sources import EMBEDDED
+from react_explorer.ui.index_sources import EMBEDDED, embedded_problem
 from react_explorer.ui.query_inputs import DEFAULT_TEMPLATES, MAX_K, TEMPLATE_CHOICES, list_tasks
 from react_explorer.ui.results_view import SUMMARY_HEADERS
 
@@ -50,6 +50,8 @@ def build_explorer_tab(services: ExplorerServices) -> None:
     cfg = services.cfg
     handlers, api = ExplorerHandlers(services), ExplorerApi(services)
     choices = [(choice.label, choice.value) for choice in services.choices()]
+    # Without a generated world the first user-built index is the useful default (the embedded entry says why).
+    default = choices[1][1] if embedded_problem(cfg) and len(choices) > 1 else EMBEDDED
     result_state, selected_state, neighbours_state = gr.State(None), gr.State(None), gr.State([])
 
     gr.Markdown(HELP)
@@ -57,10 +59,10 @@ def build_explorer_tab(services: ExplorerServices) -> None:
         with gr.Column(scale=3, min_width=280):
             with gr.Row():
                 index = gr.Dropdown(
-                    choices=choices, value=EMBEDDED, label="Index", scale=5, elem_id="react-index"
+                    choices=choices, value=default, label="Index", scale=5, elem_id="react-index"
                 )
                 refresh = gr.Button("Refresh", scale=1, min_width=60, elem_id="react-refresh")
-            index_info = gr.Markdown(handlers.index_info(EMBEDDED), elem_id="react-index-info")
+            index_info = gr.Markdown(handlers.index_info(default), elem_id="react-index-info")
             tasks = list_tasks(cfg.tasks_dir)
             task = gr.Dropdown(
                 choices=["", *tasks],
