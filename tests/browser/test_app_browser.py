@@ -134,6 +134,10 @@ def ask(page, text: str, image: Path | None = None) -> None:
     box.press("Enter")
 
 
+def plain_words(text: str) -> str:
+    return " ".join(re.sub(r"[*_`~]", "", text).split())
+
+
 def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
@@ -155,8 +159,10 @@ def test_stream_stop_regenerate_second_image_and_anyres_count(app, page):
     first_seen = answer.inner_text()
     expect(stop).to_be_enabled()
     expect(answer).not_to_have_text(first_seen)  # the answer grows while it streams
-    # The streaming cursor may follow a space or a line break depending on the text so far; strip it.
-    assert answer.inner_text().startswith(first_seen.rstrip().removesuffix("▌").rstrip())
+    # The streaming cursor may follow a space or a line break depending on the text so far; strip it. The
+    # random model's tokens may hold Markdown marks ("*", "_", "`") that render differently once their
+    # closing mark arrives, so compare the words without them.
+    assert plain_words(answer.inner_text()).startswith(plain_words(first_seen.rstrip().removesuffix("▌")))
     shot(page, "01-streaming")
 
     stop.click()
