@@ -90,7 +90,9 @@ def build_app(settings: AppSettings, tabs: Sequence[AppTab]) -> gr.Blocks:
     if not tabs:
         raise TabLoadError("no tabs to show")
     with gr.Blocks(title=APP_TITLE, analytics_enabled=False, delete_cache=CACHE_CLEANUP) as demo:
-        gr.Markdown(f"## {APP_TITLE}\nLLaVA-NeXT visual chat with AnyRes, running offline.")
+        gr.Markdown(
+            f"## {APP_TITLE}\nLLaVA-NeXT visual chat with AnyRes and REACT retrieval, running offline."
+        )
         with gr.Tabs():
             for tab in tabs:
                 with gr.Tab(tab.title, id=tab.tab_id):
