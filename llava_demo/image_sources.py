@@ -27,7 +27,6 @@ from llava_demo.image_limits import ImageInputError, ImageLimits, LoadedImage, f
 _DATA_URL_HEADER = re.compile(
     r"data:(?P<type>image/[a-z0-9.+-]+)(?P<params>(?:;[a-z0-9_.+-]+=[a-z0-9_.+-]+)*);base64", re.IGNORECASE
 )
-_BASE64_ALPHABET = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 _MAX_DATA_URL_HEADER = 256  # a real header is ~30 characters; bounds the regex on hostile input
 _MEDIA_TYPE_FORMATS = {
     "image/png": "PNG",
@@ -155,7 +154,16 @@ def load_image_data_url(url: str, limits: ImageLimits) -> LoadedImage:
     if not payload:
         raise ImageInputError("empty_file", "the data URL has no data after the comma", source=source)
     raw = payload.encode("ascii", errors="replace")
-    if len(payload) % 4 or _BASE64_ALPHABET.fullmatch(raw) is None:
+    # The strict decode below rejects characters outside the alphabet; padding is only checked here (the
+    # decoder ignores data after it). A full-payload regex would cost as much as the decode itself.
+    misplaced_padding = raw.find(b"=", 0, max(len(raw) - 2, 0)) != -1 or raw[-2:-1] == b"=" != raw[-1:]
+    data = None
+    if not len(payload) % 4 and not misplaced_padding:
+        try:
+            data = base64.b64decode(raw, validate=True)
+        except binascii.Error:
+            data = None
+    if data is None:
         bad = next(
             (i for i, ch in enumerate(payload) if not (ch.isascii() and (ch.isalnum() or ch in "+/="))), None
         )
@@ -163,10 +171,6 @@ def load_image_data_url(url: str, limits: ImageLimits) -> LoadedImage:
             f"character {payload[bad]!r} at position {bad}" if bad is not None else "wrong length or padding"
         )
         raise ImageInputError("bad_data_url", f"invalid base64 payload: {where}", source=source)
-    try:
-        data = base64.b64decode(raw, validate=True)
-    except binascii.Error as exc:
-        raise ImageInputError("bad_data_url", f"invalid base64 payload: {exc}", source=source) from exc
     loaded = load_image_bytes(data, limits, source=source)
     declared = _MEDIA_TYPE_FORMATS.get(match.group("type").lower())
     actual = "JPEG" if loaded.format == "MPO" else loaded.format  # MPO is a JPEG with extra pictures
