@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -83,13 +84,16 @@ def world_step(world: Path, seed: int, preset: str) -> Step:
     return Step("world", [*argv, "--preset", preset], [])
 
 
-def instruction_data_step(world: Path, instruct_out: Path, stage1_out: Path, seed: int) -> Step:
-    """Rule-teacher LLaVA instruction data and stage-1 captions from the world's training scenes."""
+def instruction_data_step(
+    world: Path, instruct_out: Path, stage1_out: Path, seed: int, extra: Sequence[str] = ()
+) -> Step:
+    """Rule-teacher LLaVA instruction data and stage-1 captions from the world's training scenes; ``extra``
+    are further ``trainer.data_engine build`` options (the LLaVA recipe's types and mix)."""
     ann = world / "scenes" / "annotations"
     argv = [sys.executable, "-m", "trainer.data_engine", "build"]
     argv += ["--captions", str(ann / "captions_train.json"), "--instances", str(ann / "instances_train.json")]
     argv += ["--images", str(world / "scenes" / "images" / "train"), "--out", str(instruct_out)]
-    argv += ["--stage1-out", str(stage1_out), "--teacher", "rule", "--seed", str(seed)]
+    argv += ["--stage1-out", str(stage1_out), "--teacher", "rule", "--seed", str(seed), *extra]
     return Step("instruction-data", argv, [])
 
 

@@ -49,6 +49,10 @@ class LlavaRecipeConfig:
     stage1_steps: int | None = None
     stage2_steps: int | None = None
     eval_limit: int = 60
+    # The stage-2 mix (docs/data_engine.md): one academic VQA record per image (short answers, balanced
+    # yes/no probes, small details, multiple choice) plus LLaVA's three teacher types on a share of the images.
+    data_types: str = "conversation,detail,complex,academic"
+    data_fractions: str = "conversation=0.3,detail=0.3,complex=0.2"
 
     def __post_init__(self) -> None:
         if self.world_preset not in ("tiny", "default"):
@@ -93,7 +97,9 @@ def plan_llava_steps(cfg: LlavaRecipeConfig, world: Path, work: Path) -> list[St
         stage1_parts += ["--anyres-grids", cfg.anyres_grids]
     return [
         world_step(world, cfg.seed, cfg.world_preset),
-        instruction_data_step(world, instr, stage1, cfg.seed),
+        instruction_data_step(
+            world, instr, stage1, cfg.seed, ["--types", cfg.data_types, "--fractions", cfg.data_fractions]
+        ),
         Step(
             "clip-convert",
             [py, "-m", "trainer.foundation.convert_clip", "--open-clip", str(models / "synthworld-clip")]

@@ -240,3 +240,35 @@ def pixel_config_of(processor: LlavaNextProcessor) -> PixelConfig:
 
 def anyres_of(model: LlavaNextForConditionalGeneration) -> AnyResConfig:
     return AnyResConfig.from_transformers(model.config)
+
+
+@torch.no_grad()
+def vision_features(model: LlavaNextForConditionalGeneration, crops: torch.Tensor) -> torch.Tensor:
+    """The projector's input for ``crops`` [N, 3, t, t]: the tower's selected layer, CLS dropped -> [N*P, D]."""
+    layer = model.config.vision_feature_layer
+    hidden = model.model.vision_tower(crops, output_hidden_states=True).hidden_states[layer]
+    return hidden[:, 1:, :].reshape(-1, hidden.shape[-1])
+
+
+@torch.no_grad()
+def standardize_projector_input(
+    model: LlavaNextForConditionalGeneration, features: torch.Tensor, eps: float = 1e-6
+) -> None:
+    """Fold a per-channel standardisation of the vision features into the projector's first layer.
+
+    A ViT's patch features share a large common component (the tiny SynthWorld CLIP's layer -2 tokens have
+    norm ~30 with mean pairwise cosine 0.65-0.8), so a freshly initialised projector maps every patch to
+    nearly the same vector and the LM sees an image as one repeated token. ``linear_1(x)`` becomes
+    ``linear_1((x - mean) / std)``, computed from ``features`` [N, D] (``vision_features`` of a few training
+    images): a data-dependent initialisation, not a new layer, so the model stays stock transformers."""
+    if features.ndim != 2 or features.shape[0] < 2:
+        raise ValueError(f"features must be [N >= 2, D], got {tuple(features.shape)}")
+    linear_1 = model.model.multi_modal_projector.linear_1
+    if features.shape[1] != linear_1.in_features:
+        raise ValueError(
+            f"features have {features.shape[1]} channels, the projector takes {linear_1.in_features}"
+        )
+    mean, std = features.mean(0), features.std(0) + eps
+    weight = linear_1.weight / std  # [out, in]: scales every input channel by 1/std
+    linear_1.bias.copy_(linear_1.bias - weight @ mean)
+    linear_1.weight.copy_(weight)

@@ -8,8 +8,8 @@ preset; the CLI supplies them.
 Presets (``stage_preset(name, stage)``):
 
 * ``tiny``: tests; a few updates of an in-process model in seconds.
-* ``synthworld``: the embedded SynthWorld LLaVA-NeXT (tiny CLIP 64 px + tiny Llama); stage 1 + stage 2 are
-  meant to fit 25 minutes on 2 CPU cores. The numbers are a best guess and have NOT been run yet.
+* ``synthworld``: the embedded SynthWorld LLaVA-NeXT (tiny CLIP 64 px + tiny Llama); stage 1 + stage 2 fit
+  about 30 minutes on 2 shared CPU cores (measured, docs/recipe.md).
 * ``llava_1_5_7b``: haotian-liu/LLaVA ``scripts/v1_5/pretrain.sh`` / ``finetune.sh`` hyperparameters
   (reference llava.md §5). Global batch = micro batch x processes (8 GPUs); LLaVA-1.5 used ``pad`` images,
   this trainer always uses AnyRes (see docs/llava_trainer.md).
@@ -49,6 +49,10 @@ class ArchitectureConfig:
     anyres_grids: tuple[tuple[int, int], ...] = LLAVA_1_6_GRIDS
     # CLIP hidden_states[-2] (llava.md §3 step 5).
     vision_feature_layer: int = -2
+    # Images whose vision features standardise the projector's input at assembly (0 = off; see
+    # ``assemble.standardize_projector_input``): a data-dependent init that keeps a fresh projector from
+    # mapping every patch of a ViT with a large shared feature component to nearly the same LM token.
+    standardize_images: int = 0
 
     def __post_init__(self) -> None:
         if self.projector not in PROJECTORS:
@@ -59,6 +63,8 @@ class ArchitectureConfig:
             raise ConfigError(f"architecture.anyres_grids must be (cols, rows) pairs >= 1, got {grids}")
         if len(set(grids)) != len(grids):
             raise ConfigError(f"architecture.anyres_grids lists a grid twice: {grids}")
+        if self.standardize_images < 0:
+            raise ConfigError(f"architecture.standardize_images must be >= 0, got {self.standardize_images}")
         if self.vision_feature_layer >= 0:
             raise ConfigError(
                 "architecture.vision_feature_layer must index from the end (e.g. -2), "
@@ -142,6 +148,7 @@ class StageConfig:
                 "projector": self.architecture.projector,
                 "anyres_grids": [list(g) for g in self.architecture.anyres_grids],
                 "vision_feature_layer": self.architecture.vision_feature_layer,
+                "standardize_images": self.architecture.standardize_images,
             },
             "runtime": self.runtime.to_dict(),
         }
@@ -164,17 +171,28 @@ def _tiny(stage: int) -> StageConfig:
         max_length=256 if stage == 1 else 640,
         micro_batch_size=2,
         runtime=runtime,
+        architecture=ArchitectureConfig(standardize_images=2),
         description="test preset (tiny in-process models)",
     )
 
 
 def _synthworld(stage: int) -> StageConfig:
-    """Best guess, NOT yet run: ~6 min stage 1 + ~17 min stage 2 on 2 CPU cores with the 64-px CLIP."""
+    """The embedded model, sized to ~30 min on 2 shared CPU cores (docs/recipe.md has the measured runs):
+    stage 1 100 x 16 captions at 1e-3 from a standardised projector input; stage 2 360 x 8 at 1e-3."""
     if stage == 1:
-        runtime = RuntimeConfig(learning_rate=1e-3, warmup_ratio=0.03, max_steps=300, checkpoint_every=100)
-        return StageConfig("synthworld", 1, "plain", 512, 16, runtime, description=_synthworld.__doc__ or "")
+        runtime = RuntimeConfig(learning_rate=1e-3, warmup_ratio=0.03, max_steps=100, checkpoint_every=50)
+        return StageConfig(
+            "synthworld",
+            1,
+            "plain",
+            512,
+            16,
+            runtime,
+            architecture=ArchitectureConfig(standardize_images=64),
+            description=_synthworld.__doc__ or "",
+        )
     runtime = RuntimeConfig(
-        learning_rate=3e-4, warmup_ratio=0.03, weight_decay=0.0, max_steps=900, checkpoint_every=150
+        learning_rate=1e-3, warmup_ratio=0.03, weight_decay=0.0, max_steps=360, checkpoint_every=120
     )
     return StageConfig("synthworld", 2, "vicuna_v1", 1024, 8, runtime, description=_synthworld.__doc__ or "")
 

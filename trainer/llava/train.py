@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import PartialState
 
 from llava_demo.conversation import DEFAULT_IMAGE_TOKEN
@@ -29,6 +30,8 @@ from trainer.llava.assemble import (
     assemble_llava,
     load_llava,
     pixel_config_of,
+    standardize_projector_input,
+    vision_features,
 )
 from trainer.llava.collate import LlavaCollator
 from trainer.llava.config import PRESETS, ConfigError, StageConfig, stage_preset
@@ -146,6 +149,20 @@ def build_model(args: argparse.Namespace, cfg: StageConfig) -> LlavaParts:
     return assemble_llava(args.vision_tower, args.language_model, args.tokenizer, cfg.architecture)
 
 
+def standardize_from_data(parts: LlavaParts, dataset: LlavaDataset, images: int) -> int:
+    """Fold the feature statistics of up to ``images`` evenly spaced training images into the projector;
+    returns how many images were used (every process computes the same, so replicas stay identical)."""
+    with_images = [i for i, sample in enumerate(dataset.samples) if sample.image_paths]
+    if not with_images or images == 0:
+        return 0
+    step = max(1, len(with_images) // images)
+    picked = with_images[::step][:images]
+    crops = [pixels for index in picked for pixels in dataset[index]["pixel_values"]]
+    features = vision_features(parts.model, torch.cat(crops))  # every crop of every picked image
+    standardize_projector_input(parts.model, features)
+    return len(picked)
+
+
 def sources_of(args: argparse.Namespace) -> dict[str, str | None]:
     def resolved(path: Path | None) -> str | None:
         return None if path is None else str(path.resolve())
@@ -202,6 +219,9 @@ def train(args: argparse.Namespace) -> RunResult:
         image_token_id=tokenizer.convert_tokens_to_ids(DEFAULT_IMAGE_TOKEN),
         max_length=cfg.max_length,
     )
+    standardized = 0
+    if args.init is None and cfg.architecture.standardize_images:
+        standardized = standardize_from_data(parts, dataset, cfg.architecture.standardize_images)
     # A text-only batch leaves the projector without gradients, which DDP must be told about.
     runtime = replace(cfg.runtime, find_unused_parameters=report.image_samples < report.samples)
     cfg = replace(cfg, runtime=runtime)
@@ -222,6 +242,7 @@ def train(args: argparse.Namespace) -> RunResult:
                 "config": cfg.to_dict(),
                 "data": report.to_dict(),
                 "parameters": parameter_counts(parts.model),
+                "projector_input_standardized_on_images": standardized,
                 "world_size": accelerator.num_processes,
             },
         )
