@@ -18,8 +18,16 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from trainer.foundation.clip_aux import IGNORE, CaptionWordHeads, caption_word_targets
-from trainer.foundation.clip_sampler import NO_BUCKET, BucketBatchSampler, caption_buckets, plan_batches
+from trainer.foundation.clip_aux import CONCEPT_GROUPS, IGNORE, CaptionWordHeads, caption_word_targets
+from trainer.foundation.clip_data import PoolPair, PoolPairsDataset
+from trainer.foundation.clip_sampler import (
+    NO_BUCKET,
+    BucketBatchSampler,
+    batches_forever,
+    caption_buckets,
+    named_subset_batches,
+    plan_batches,
+)
 from trainer.foundation.clip_schedule import lr_at, param_groups, retrieval_recall_at_1, run_progress
 from trainer.foundation.clip_train import ClipTrainConfig, train_clip
 from trainer.foundation.tiny_clip import (
@@ -95,6 +103,10 @@ def test_config_presets_and_validation() -> None:
         TinyClipConfig.from_preset("huge")
     with pytest.raises(ValueError, match="batch_size"):
         ClipTrainConfig(batch_size=1)
+    with pytest.raises(ValueError, match="shape_warmup_fraction"):
+        ClipTrainConfig(shape_warmup_fraction=1.0)
+    with pytest.raises(ValueError, match="aux_weight"):
+        ClipTrainConfig(shape_warmup_fraction=0.2, aux_weight=0.0)
 
 
 def test_registered_name_gives_open_clip_model_and_hf_tokenizer(tokenizer_dir: Path, tmp_path: Path) -> None:
@@ -217,6 +229,7 @@ def test_short_training_learns_colours_and_is_deterministic(
         torch_threads=1,
         # The toy pool has only four distinct captions: a single-colour batch would hold identical captions.
         same_color_batch_fraction=0.0,
+        shape_warmup_fraction=0.0,  # contrastive from step 1 (the warm-up has its own test)
     )
     metrics = train_clip(toy_world, tokenizer_dir, tmp_path / "a", cfg, progress_bar=False)
     assert metrics["steps"] == 40 and metrics["samples_seen"] == 40 * cfg.batch_size
@@ -271,3 +284,53 @@ def test_caption_word_targets_and_heads_ignore_unnamed_groups() -> None:
     expected = math.log(1 + math.exp(2.0)) + math.log(2.0)
     assert heads.loss(features, targets).item() == pytest.approx(expected, rel=1e-5)
     assert heads.loss(features, targets[2:]).item() == 0.0  # nothing named: no signal, not a penalty
+
+
+def test_shape_warmup_reads_only_shape_named_pairs() -> None:
+    captions = ["red star", "blue shape", "ring icon", "IMG_1234", "star and ring", "green square"]
+    pairs = [PoolPair(str(i), Path(f"{i}.png"), c) for i, c in enumerate(captions)]
+    dataset = PoolPairsDataset(pairs, torch.arange(12).view(6, 2), transform=lambda image: image)
+    targets = caption_word_targets(captions, CONCEPT_GROUPS)
+    column = list(CONCEPT_GROUPS).index("shape")
+    kwargs = {"batch_size": 2, "num_workers": 0, "seed": 0, "where": "pool.parquet"}
+    batches, subset_targets = named_subset_batches(dataset, targets, column, **kwargs)
+    shapes = CONCEPT_GROUPS["shape"]
+    # Pairs 0, 2, 4, 5 name a shape (first mention: star, ring, star, square); 1 and 3 do not.
+    assert [shapes[i] for i in subset_targets[:, column].tolist()] == ["star", "ring", "star", "square"]
+    assert subset_targets.tolist() == targets[[0, 2, 4, 5]].tolist()
+    with pytest.raises(ValueError, match="pool.parquet: only 4 captions name a word of the group"):
+        named_subset_batches(dataset, targets, column, **{**kwargs, "batch_size": 5})
+    forever = batches_forever([1, 2])
+    assert [next(forever) for _ in range(5)] == [1, 2, 1, 2, 1]
+
+
+def test_shape_warmup_trains_the_image_tower_alone_then_switches_to_clip(
+    tokenizer_dir: Path, toy_world: Path, tmp_path: Path
+) -> None:
+    cfg = replace(
+        ClipTrainConfig.tiny(),
+        max_steps=6,
+        max_minutes=2.0,
+        num_workers=0,
+        torch_threads=1,
+        val_count=0,
+        log_every=1,
+        same_color_batch_fraction=0.0,
+        shape_warmup_fraction=0.5,
+    )
+    metrics = train_clip(toy_world, tokenizer_dir, tmp_path / "half", cfg, progress_bar=False)
+    # Progress is step / 6: steps 0-2 (progress < 0.5) warm up, steps 3-5 are contrastive.
+    assert metrics["shape_warmup_steps"] == 3 and metrics["steps"] == 6
+    assert [h["phase"] for h in metrics["history"]] == ["shape_warmup"] * 3 + ["clip"] * 3
+    assert all(h["clip_loss"] == 0.0 for h in metrics["history"][:3])
+    assert metrics["history"][3]["clip_loss"] == pytest.approx(math.log(cfg.batch_size), rel=0.15)
+    # Warm-up only: the text tower and the temperature keep their initial weights, the image tower moves.
+    only = replace(cfg, max_steps=4, shape_warmup_fraction=0.9)
+    train_clip(toy_world, tokenizer_dir, tmp_path / "warm", only, progress_bar=False)
+    trained = load_file(str(tmp_path / "warm" / "open_clip_model.safetensors"))
+    initial, *_ = create_tiny_clip(TinyClipConfig.tiny(), tokenizer_dir, seed=cfg.seed)
+    start = {k: v.detach() for k, v in initial.state_dict().items()}
+    text_keys = [k for k in start if not k.startswith("visual.")]
+    assert "logit_scale" in text_keys and "token_embedding.weight" in text_keys
+    assert all(torch.equal(trained[k], start[k]) for k in text_keys)
+    assert not torch.equal(trained["visual.conv1.weight"], start["visual.conv1.weight"])

@@ -52,8 +52,14 @@ class CaptionWordHeads(nn.Module):
         self.sizes = [len(words) for words in groups.values()]
         self.linear = nn.Linear(embed_dim, sum(self.sizes))
 
-    def loss(self, image_features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Sum over groups of the cross-entropy on the captions naming a word of that group ([B, D], [B, G]).
+    def loss(
+        self,
+        image_features: torch.Tensor,
+        targets: torch.Tensor,
+        group_weights: Sequence[float] | None = None,
+    ) -> torch.Tensor:
+        """Sum over groups of the cross-entropy on the captions naming a word of that group ([B, D], [B, G]),
+        each multiplied by its ``group_weights`` entry (default 1; the shape warm-up zeroes all but shape).
 
         A sum, not a mean: each group is its own task, and averaging would cut the shape signal by the group count.
         """
@@ -62,7 +68,8 @@ class CaptionWordHeads(nn.Module):
         for column, group_logits in enumerate(logits):
             target = targets[:, column]
             if (target != IGNORE).any():
-                losses.append(nn.functional.cross_entropy(group_logits, target, ignore_index=IGNORE))
+                weight = 1.0 if group_weights is None else group_weights[column]
+                losses.append(weight * nn.functional.cross_entropy(group_logits, target, ignore_index=IGNORE))
         if not losses:
             return image_features.new_zeros(())
         return torch.stack(losses).sum()

@@ -7,14 +7,21 @@ world: after 3 epochs the shape linear probe was at chance while a supervised Vi
 in 1000 steps. A batch whose captions all name the same colour makes colour useless inside the batch: only
 shape, pattern, size and position words can tell its pairs apart. A share of such batches, mixed with ordinary
 random ones, restores the shape gradient. Buckets come from caption words only (never from ground truth).
+
+Also here: the endless batches of the pairs whose caption names a shape, which ``clip_train``'s shape warm-up
+reads before any contrastive step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Sampler
+
+from trainer.foundation.clip_aux import IGNORE
+from trainer.foundation.clip_data import PoolPairsDataset, make_loader
 
 NO_BUCKET = -1
 
@@ -78,3 +85,35 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         yield from plan_batches(self.buckets, self.batch_size, self.homogeneous_fraction, self.generator)
+
+
+def batches_forever(loader: Iterable[Any]) -> Iterator[Any]:
+    """Batches of ``loader`` epoch after epoch (training stops on a step or time budget, not on epochs)."""
+    while True:
+        yield from loader
+
+
+def named_subset_batches(
+    dataset: PoolPairsDataset,
+    word_targets: torch.Tensor,
+    column: int,
+    *,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+    where: str,
+) -> tuple[Iterator[Any], torch.Tensor]:
+    """Endless shuffled batches of the pairs whose caption names a word of group ``column`` of ``word_targets``
+    ([N, G], ``clip_aux.caption_word_targets``), and those pairs' targets [M, G].
+
+    Batch indices point into the returned targets. Used by the shape warm-up, where a caption without a shape
+    word carries no signal. Fewer such pairs than one batch raises naming ``where``.
+    """
+    named = (word_targets[:, column] != IGNORE).nonzero().squeeze(1).tolist()
+    if len(named) < batch_size:
+        raise ValueError(
+            f"{where}: only {len(named)} captions name a word of the group, fewer than a batch of {batch_size}"
+        )
+    subset = PoolPairsDataset([dataset.pairs[i] for i in named], dataset.token_ids[named], dataset.transform)
+    loader = make_loader(subset, batch_size=batch_size, num_workers=num_workers, seed=seed)
+    return batches_forever(loader), word_targets[named]

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from trainer.foundation.clip_data import PoolPairsDataset, make_loader
+
 
 def lr_at(step: int, progress: float, *, base_lr: float, warmup_steps: int, min_lr_ratio: float) -> float:
     """Linear warmup over ``warmup_steps`` steps, then cosine decay from ``base_lr`` to ``min_lr_ratio*base_lr``.
@@ -83,3 +85,16 @@ def retrieval_recall_at_1(image_features: torch.Tensor, text_features: torch.Ten
     i2t = (diagonal > off.max(dim=1).values).float().mean().item()
     t2i = (diagonal > off.max(dim=0).values).float().mean().item()
     return {"image_to_text_r1": i2t, "text_to_image_r1": t2i}
+
+
+@torch.no_grad()
+def held_out_recall(model: torch.nn.Module, dataset: PoolPairsDataset, batch_size: int) -> dict[str, float]:
+    """Recall@1 on held-out pool pairs (val transform, no augmentation)."""
+    model.eval()
+    image_feats, text_feats = [], []
+    for images, ids, _ in make_loader(
+        dataset, batch_size=batch_size, num_workers=0, seed=0, shuffle=False, drop_last=False
+    ):
+        image_feats.append(model.encode_image(images))
+        text_feats.append(model.encode_text(ids))
+    return retrieval_recall_at_1(torch.cat(image_feats), torch.cat(text_feats))
