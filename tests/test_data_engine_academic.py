@@ -71,7 +71,8 @@ def test_academic_records_are_true_and_carry_exact_format_prompts(tmp_path: Path
 
 
 def test_probes_are_balanced_and_no_names_an_absent_category(tmp_path: Path) -> None:
-    records, _ = _synth_records(tmp_path, academic=AcademicConfig(short_turns=0, mc_turns=0, detail_turns=0))
+    probes_only = AcademicConfig(short_turns=0, mc_turns=0, detail_turns=0, probe_record_share=1.0)
+    records, _ = _synth_records(tmp_path, academic=probes_only)
     for record in records:
         answers = [a for q, a in _pairs(record)]
         assert answers.count("yes") == answers.count("no") >= 1
@@ -113,6 +114,35 @@ def test_a_packed_record_never_gives_an_answer_away() -> None:
             assert re.search(rf"\b{re.escape(answer.lower())}\b", earlier) is None, (seed, turns)
 
 
+def test_probes_open_half_the_records_and_are_not_position_biased() -> None:
+    scene = SceneView(
+        192,
+        192,
+        (
+            SceneObject("star", (10, 10, 30, 30), color="blue", pattern="plain"),
+            SceneObject("circle", (120, 10, 40, 40), color="red", pattern="striped"),
+            SceneObject("square", (60, 120, 40, 40), color="green", pattern="plain"),
+        ),
+    )
+    stats = probe_statistics([scene], ("star", "circle", "square", "ring", "cross", "hexagon"))
+    first = {"yes": 0, "no": 0, "other": 0}
+    for seed in range(300):
+        turns = academic_turns(scene, random.Random(seed), stats, AcademicConfig())
+        answers = [a for _, a in turns]
+        probes = [a for a in answers if a in ("yes", "no")]
+        assert probes.count("yes") == probes.count("no")
+        assert (
+            answers[: len(probes)] == probes
+        )  # a record's probes come first, before anything names an object
+        first[answers[0] if answers[0] in ("yes", "no") else "other"] += 1
+    # Half the records open with a probe, and an opening probe is "yes" as often as "no" (the first-cut
+    # filter kept early "yes" probes and dropped late ones: 60% "yes" at the first turn).
+    assert 120 < first["other"] < 180
+    assert abs(first["yes"] - first["no"]) < 0.25 * (first["yes"] + first["no"])
+    no_probes = AcademicConfig(probe_record_share=0.0)
+    assert all(a not in ("yes", "no") for _, a in academic_turns(scene, random.Random(0), stats, no_probes))
+
+
 def test_probe_statistics_and_stratified_sampling_by_hand() -> None:
     a = SceneView(64, 64, (SceneObject("star", (0, 0, 8, 8)), SceneObject("ring", (20, 20, 8, 8))))
     b = SceneView(64, 64, (SceneObject("star", (0, 0, 8, 8)), SceneObject("star", (30, 30, 8, 8))))
@@ -142,6 +172,8 @@ def test_fractions_thin_types_reproducibly_and_bad_options_raise(tmp_path: Path)
         BuildConfig(fractions={"detail": 0.0})
     with pytest.raises(ValueError, match="short_per_category"):
         AcademicConfig(short_per_category=0)
+    with pytest.raises(ValueError, match="probe_record_share"):
+        AcademicConfig(probe_record_share=1.5)
     with pytest.raises(ValueError, match="every turn count is 0"):
         AcademicConfig(short_turns=0, yes_no_pairs=0, detail_turns=0, mc_turns=0)
     assert teacher_context(dataset.images[0], dataset, 0).image_id == 1

@@ -57,6 +57,8 @@ class AcademicConfig:
     mc_turns: int = 1
     # Share of yes/no probes that use the explicit yes/no prompt instead of the short-answer one.
     yes_no_prompt_share: float = 0.25
+    # Share of records that open with their yes/no probes (the others have none; see ``academic_turns``).
+    probe_record_share: float = 0.5
 
     def __post_init__(self) -> None:
         if self.short_per_category < 1:
@@ -66,6 +68,10 @@ class AcademicConfig:
                 raise ValueError(f"AcademicConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.short_turns + self.yes_no_pairs + self.detail_turns + self.mc_turns == 0:
             raise ValueError("AcademicConfig: every turn count is 0, so no record could be built")
+        if not 0.0 <= self.probe_record_share <= 1.0:
+            raise ValueError(
+                f"AcademicConfig.probe_record_share must be in [0, 1], got {self.probe_record_share}"
+            )
         if not 0.0 <= self.yes_no_prompt_share <= 1.0:
             raise ValueError(
                 f"AcademicConfig.yes_no_prompt_share must be in [0, 1], got {self.yes_no_prompt_share}"
@@ -212,19 +218,21 @@ def academic_turns(
 ) -> list[tuple[str, str]]:
     """(question with its format prompt, answer) turns for one image, in a seeded random order.
 
-    Candidates are shuffled, then kept in that order only when no earlier kept turn gives their answer away
-    (``_leaks``); finally surplus probes of the commoner answer are dropped so that yes and no stay balanced
-    (dropping a turn can only remove a giveaway, never add one)."""
+    With probability ``probe_record_share`` the record opens with its yes/no probes (balanced, shuffled);
+    otherwise it has none. The other turns follow, shuffled, each kept only when no earlier kept turn gives
+    its answer away (``_leaks``). Probes are never filtered themselves: dropping the "yes" probes whose object
+    an earlier turn named would leave the early turns mostly "yes" and the later ones mostly "no" (measured:
+    60% "yes" among first turns), a position prior that a single-question eval turns into "always yes"."""
     candidates = _candidate_turns(scene, rng, stats, config)
-    rng.shuffle(candidates)
-    kept: list[_Turn] = []
-    for turn in candidates:
+    probes = [t for t in candidates if t.prefix]
+    others = [t for t in candidates if not t.prefix]
+    rng.shuffle(probes)
+    rng.shuffle(others)
+    kept: list[_Turn] = probes if rng.random() < config.probe_record_share else []
+    for turn in others:
         if not _leaks(turn, kept):
             kept.append(turn)
-    yes = [t for t in kept if t.prefix and t.answer == "yes"]
-    no = [t for t in kept if t.prefix and t.answer == "no"]
-    surplus = set(map(id, (yes[len(no) :] if len(yes) > len(no) else no[len(yes) :])))
-    return [(t.prompt, t.answer) for t in kept if id(t) not in surplus]
+    return [(t.prompt, t.answer) for t in kept]
 
 
 def academic_record(

@@ -178,7 +178,7 @@ def _tiny(stage: int) -> StageConfig:
 
 def _synthworld(stage: int) -> StageConfig:
     """The embedded model, sized to ~30 min on 2 shared CPU cores (docs/recipe.md has the measured runs):
-    stage 1 100 x 16 captions at 1e-3 from a standardised projector input; stage 2 640 x 8 at 1e-3."""
+    stage 1 100 x 16 captions at 1e-3 from a standardised projector input; stage 2 1000 x 8 at 1e-3."""
     if stage == 1:
         runtime = RuntimeConfig(learning_rate=1e-3, warmup_ratio=0.03, max_steps=100, checkpoint_every=50)
         return StageConfig(
@@ -192,7 +192,7 @@ def _synthworld(stage: int) -> StageConfig:
             description=_synthworld.__doc__ or "",
         )
     runtime = RuntimeConfig(
-        learning_rate=1e-3, warmup_ratio=0.03, weight_decay=0.0, max_steps=640, checkpoint_every=160
+        learning_rate=1e-3, warmup_ratio=0.03, weight_decay=0.0, max_steps=1000, checkpoint_every=250
     )
     return StageConfig("synthworld", 2, "vicuna_v1", 1024, 8, runtime, description=_synthworld.__doc__ or "")
 
