@@ -9,49 +9,22 @@ Screenshots go to test-artifacts/app/.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+from browser_support import ROOT, app_page, headless_chromium, require_playwright, running_app
 from PIL import Image
 from tiny_llava import TINY_ANYRES, build_tiny_llava
 
 from llava_demo.anyres import num_image_tokens
 
-ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "app"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 STREAM_DELAY_MS = 40  # slow enough to watch the stream and press Stop mid-answer
-START_TIMEOUT_S = 90
 
-if not CHROMIUM.exists():
-    pytest.skip(
-        f"Debian chromium is not installed at {CHROMIUM} (CI installs it in .ci/run; locally: apt-get install "
-        "chromium)",
-        allow_module_level=True,
-    )
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is a dev dependency")
+sync_api = require_playwright()
 expect = sync_api.expect
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -67,62 +40,23 @@ def app(tmp_path_factory):
     (root / "examples.json").write_text(
         json.dumps([{"image": "scene_0.png", "question": "How many shapes?"}])
     )
-    port = free_port()
-    log_path = root / "app.log"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"}
-    env.update({"OMP_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(root / "gradio")})
-    command = [sys.executable, "app.py", "--model", str(model), "--port", str(port), "--device", "cpu"]
-    command += ["--stream-delay-ms", str(STREAM_DELAY_MS), "--max-upload-mb", "1", "--feedback-log", ""]
-    command += ["--examples", str(root / "examples.json")]
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:  # "Running on local URL" is printed before the server answers (gradio.md §9)
-            if process.poll() is not None:
-                pytest.fail(f"app.py exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}gradio_api/info", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"app.py did not answer within {START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}"
-                )
-            time.sleep(0.3)
+    args = ["--model", str(model), "--device", "cpu", "--stream-delay-ms", str(STREAM_DELAY_MS)]
+    args += ["--max-upload-mb", "1", "--feedback-log", "", "--examples", str(root / "examples.json")]
+    with running_app(root, args) as (url, log_path):
         yield type("App", (), {"url": url, "root": root, "log": log_path})
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with headless_chromium(sync_api) as chromium:
+        yield chromium
 
 
 @pytest.fixture()
 def page(app, browser):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport={"width": 1400, "height": 1600})
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    page.goto(app.url)
-    page.locator("#chat-input textarea").wait_for()
-    yield page
-    context.close()
+    with app_page(browser, app.url, ARTIFACTS) as page:
+        page.locator("#chat-input textarea").wait_for()
+        yield page
 
 
 def ask(page, text: str, image: Path | None = None) -> None:
