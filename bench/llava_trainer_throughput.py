@@ -40,13 +40,12 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from llava_demo.conversation import DEFAULT_IMAGE_TOKEN
 from trainer.atomic import atomic_write_json
-from trainer.llava.assemble import AssemblyError, LlavaParts, anyres_of, load_llava, pixel_config_of
+from trainer.llava.assemble import AssemblyError, LlavaParts, load_llava
 from trainer.llava.config import PRESETS, ConfigError, StageConfig, stage_preset
-from trainer.llava.data import DataError, LlavaDataset, load_dataset
+from trainer.llava.data import DataError, LlavaDataset
 from trainer.llava.stages import compute_loss, configure_stage, set_train_mode
-from trainer.llava.train import build_job
+from trainer.llava.train import build_job, dataset_for
 from trainer.runtime.data_order import DataOrder, DataPosition
 from trainer.runtime.loop import METRICS_NAME, TrainJob, make_accelerator, run_training
 from trainer.runtime.schedule import build_optimizer
@@ -319,17 +318,7 @@ def load_inputs(
     else:
         data, images, source = args.data, args.images, str(args.data)
     parts = load_llava(args.model)
-    tokenizer = parts.processor.tokenizer
-    dataset, report = load_dataset(
-        data,
-        images,
-        tokenizer,
-        template=cfg.template,
-        anyres=anyres_of(parts.model),
-        pixels=pixel_config_of(parts.processor),
-        image_token_id=tokenizer.convert_tokens_to_ids(DEFAULT_IMAGE_TOKEN),
-        max_length=cfg.max_length,
-    )
+    dataset, report = dataset_for(parts, data, images, cfg)
     return parts, dataset, {"data": source, **report.to_dict()}
 
 

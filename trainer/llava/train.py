@@ -35,7 +35,7 @@ from trainer.llava.assemble import (
 )
 from trainer.llava.collate import LlavaCollator
 from trainer.llava.config import PRESETS, ConfigError, StageConfig, stage_preset
-from trainer.llava.data import DataError, LlavaDataset, load_dataset
+from trainer.llava.data import DataError, DataReport, LlavaDataset, load_dataset
 from trainer.llava.export import ExportError, export_transformers
 from trainer.llava.sampler import length_grouped_batches
 from trainer.llava.stages import compute_loss, configure_stage, parameter_counts, set_train_mode
@@ -204,14 +204,14 @@ def build_job(
     )
 
 
-def train(args: argparse.Namespace) -> RunResult:
-    cfg = stage_config_from_args(args)
-    seed_everything(cfg.runtime.seed)
-    parts = build_model(args, cfg)
+def dataset_for(
+    parts: LlavaParts, data: str | Path, images: str | Path, cfg: StageConfig
+) -> tuple[LlavaDataset, DataReport]:
+    """The records of ``data`` prepared for this model: its tokenizer, AnyRes grids and pixel settings."""
     tokenizer = parts.processor.tokenizer
-    dataset, report = load_dataset(
-        args.data,
-        args.images,
+    return load_dataset(
+        data,
+        images,
         tokenizer,
         template=cfg.template,
         anyres=anyres_of(parts.model),
@@ -219,6 +219,13 @@ def train(args: argparse.Namespace) -> RunResult:
         image_token_id=tokenizer.convert_tokens_to_ids(DEFAULT_IMAGE_TOKEN),
         max_length=cfg.max_length,
     )
+
+
+def train(args: argparse.Namespace) -> RunResult:
+    cfg = stage_config_from_args(args)
+    seed_everything(cfg.runtime.seed)
+    parts = build_model(args, cfg)
+    dataset, report = dataset_for(parts, args.data, args.images, cfg)
     standardized = 0
     if args.init is None and cfg.architecture.standardize_images:
         standardized = standardize_from_data(parts, dataset, cfg.architecture.standardize_images)
