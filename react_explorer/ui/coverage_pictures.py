@@ -67,14 +67,15 @@ def overlap_picture(classes: Sequence[str], overlap: np.ndarray, cell: int = 28)
 
 
 def histogram_picture(
-    edges: np.ndarray, counts: np.ndarray, width: int = 520, height: int = 240
+    edges: np.ndarray, counts: np.ndarray, width: int = 520, height: int = 256
 ) -> Image.Image:
     """Bars of ``counts`` (summed over classes when 2-d) between ``edges``; axis labels at both ends."""
     totals = counts.sum(axis=0) if counts.ndim == 2 else counts
     image = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(image)
     font = _font()
-    left, right, top, bottom = 44, width - 12, 24, height - 34
+    # top leaves room for the label badge Gradio draws over the image's top-left corner
+    left, right, top, bottom = 44, width - 12, 40, height - 34
     draw.line((left, bottom, right, bottom), fill=INK)
     draw.line((left, top, left, bottom), fill=INK)
     peak = max(int(totals.max()) if totals.size else 0, 1)
