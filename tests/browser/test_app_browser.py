@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from browser_support import ROOT, app_page, headless_chromium, require_playwright, running_app
+from browser_support import ROOT, app_page, require_playwright, running_app
 from PIL import Image
 from tiny_llava import TINY_ANYRES, build_tiny_llava
 
@@ -44,12 +44,6 @@ def app(tmp_path_factory):
     args += ["--max-upload-mb", "1", "--feedback-log", "", "--examples", str(root / "examples.json")]
     with running_app(root, args) as (url, log_path):
         yield type("App", (), {"url": url, "root": root, "log": log_path})
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with headless_chromium(sync_api) as chromium:
-        yield chromium
 
 
 @pytest.fixture()

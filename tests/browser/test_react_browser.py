@@ -15,7 +15,7 @@ import re
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from browser_support import ROOT, app_page, headless_chromium, require_playwright, running_app
+from browser_support import ROOT, app_page, require_playwright, running_app
 from test_react_support import save_random_tiny_clip, toy_caption, write_toy_pool
 
 from react_explorer.build_index import main as build_main
@@ -42,12 +42,6 @@ def app(tmp_path_factory):
     args = ["--device", "cpu", "--no-preload", "--feedback-log", "", "--react-index", str(index)]
     with running_app(root, args) as (url, log_path):
         yield type("App", (), {"url": url, "root": root, "log": log_path, "index": index})
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with headless_chromium(sync_api) as chromium:
-        yield chromium
 
 
 @pytest.fixture()
