@@ -244,10 +244,15 @@ def anyres_of(model: LlavaNextForConditionalGeneration) -> AnyResConfig:
 
 @torch.no_grad()
 def vision_features(model: LlavaNextForConditionalGeneration, crops: torch.Tensor) -> torch.Tensor:
-    """The projector's input for ``crops`` [N, 3, t, t]: the tower's selected layer, CLS dropped -> [N*P, D]."""
+    """The projector's input for ``crops`` [N, 3, t, t] -> [N*P, D]: the tower's selected layer, with the CLS
+    token dropped under the "default" select strategy (as LlavaNext does; "full" keeps it)."""
     layer = model.config.vision_feature_layer
+    if not isinstance(layer, int):
+        raise AssemblyError(f"vision_feature_layer must be one layer index here, got {layer!r}")
     hidden = model.model.vision_tower(crops, output_hidden_states=True).hidden_states[layer]
-    return hidden[:, 1:, :].reshape(-1, hidden.shape[-1])
+    if model.config.vision_feature_select_strategy == "default":
+        hidden = hidden[:, 1:, :]
+    return hidden.reshape(-1, hidden.shape[-1])
 
 
 @torch.no_grad()
