@@ -104,9 +104,9 @@ def named_subset_batches(
     where: str,
 ) -> tuple[Iterator[Any], torch.Tensor]:
     """Endless shuffled batches of the pairs whose caption names a word of group ``column`` of ``word_targets``
-    ([N, G], ``clip_aux.caption_word_targets``), and those pairs' targets [M, G].
+    ([N, G], ``clip_aux.caption_word_targets``), and those pairs' rows in ``dataset`` [M].
 
-    Batch indices point into the returned targets. Used by the shape warm-up, where a caption without a shape
+    Batch indices point into the returned rows (``rows[index]`` are dataset rows). Used by the shape warm-up, where a caption without a shape
     word carries no signal. Fewer such pairs than one batch raises naming ``where``.
     """
     named = (word_targets[:, column] != IGNORE).nonzero().squeeze(1).tolist()
@@ -116,4 +116,4 @@ def named_subset_batches(
         )
     subset = PoolPairsDataset([dataset.pairs[i] for i in named], dataset.token_ids[named], dataset.transform)
     loader = make_loader(subset, batch_size=batch_size, num_workers=num_workers, seed=seed)
-    return batches_forever(loader), word_targets[named]
+    return batches_forever(loader), torch.tensor(named, dtype=torch.long)

@@ -33,6 +33,9 @@ from tqdm import tqdm  # noqa: E402
 from trainer.foundation.clip_aux import (  # noqa: E402
     CONCEPT_GROUPS,
     CaptionWordHeads,
+    PatchTokens,
+    PatchWordHeads,
+    caption_word_multi_hot,
     caption_word_targets,
 )
 from trainer.foundation.clip_data import (  # noqa: E402
@@ -61,6 +64,8 @@ from trainer.synthworld.concepts import COLOR_NAMES  # noqa: E402
 
 # The caption-word group the warm-up trains (clip_aux.CONCEPT_GROUPS).
 SHAPE_GROUP = "shape"
+# The ViT block whose output LLaVA's projector reads (vision_feature_layer -2 = the second-to-last block).
+PATCH_FEATURE_LAYER = -2
 # Time kept back from --max-minutes for the final retrieval check and the save (measured: a few seconds).
 FINAL_RESERVE_S = 10.0
 # open_clip clamps the learned temperature at 100 so logits cannot blow up.
@@ -98,6 +103,9 @@ class ClipTrainConfig:
     # four heads, 20% with shape + colour, 38-50% with shape only); after the warm-up the contrastive phase
     # keeps the shape features and aligns the shape words to them (docs/foundation_models.md).
     shape_warmup_fraction: float = 0.3
+    # Weight of the patch-level caption-word heads (clip_aux.PatchWordHeads) on the layer LLaVA reads
+    # (``PATCH_FEATURE_LAYER``); 0 disables them. They make the patch tokens say what is where (docs).
+    patch_aux_weight: float = 1.0
     num_workers: int = 1
     torch_threads: int = 2
     # bf16 autocast for the matmuls (LayerNorm, softmax and the loss stay fp32): ~1.5x more steps per minute on
@@ -122,8 +130,8 @@ class ClipTrainConfig:
             raise ValueError(
                 "ClipTrainConfig: warmup_steps/val_count/num_workers must be >= 0, torch_threads >= 1"
             )
-        if self.aux_weight < 0:
-            raise ValueError("ClipTrainConfig.aux_weight must be >= 0")
+        if self.aux_weight < 0 or self.patch_aux_weight < 0:
+            raise ValueError("ClipTrainConfig.aux_weight and patch_aux_weight must be >= 0")
         if not 0 <= self.shape_warmup_fraction < 1:
             raise ValueError("ClipTrainConfig.shape_warmup_fraction must be in [0, 1)")
         if self.shape_warmup_fraction > 0 and self.aux_weight == 0:
@@ -219,9 +227,9 @@ def train_clip(
 
     heads = CaptionWordHeads(model_cfg.embed_dim, CONCEPT_GROUPS) if cfg.aux_weight > 0 else None
     word_targets = caption_word_targets([p.caption for p in train_pairs], CONCEPT_GROUPS)
-    warmup_batches, warmup_targets = None, word_targets[:0]
+    warmup_batches, warmup_rows = None, torch.zeros(0, dtype=torch.long)
     if cfg.shape_warmup_fraction > 0:  # no loader worker is started for an unused warm-up
-        warmup_batches, warmup_targets = named_subset_batches(
+        warmup_batches, warmup_rows = named_subset_batches(
             train_set,
             word_targets,
             list(CONCEPT_GROUPS).index(SHAPE_GROUP),
@@ -231,9 +239,13 @@ def train_clip(
             where=f"{world / POOL_RELATIVE_PATH} (shape warm-up; set shape_warmup_fraction=0 to skip it)",
         )
     warmup_weights = [1.0 if name == SHAPE_GROUP else 0.0 for name in CONCEPT_GROUPS]
+    patch_heads = PatchWordHeads(model_cfg.vision_width, CONCEPT_GROUPS) if cfg.patch_aux_weight > 0 else None
+    patch_tokens = None if patch_heads is None else PatchTokens(model.visual, PATCH_FEATURE_LAYER)
+    word_multi_hot = caption_word_multi_hot([p.caption for p in train_pairs], CONCEPT_GROUPS)
     groups = param_groups(model, cfg.weight_decay, cfg.text_lr_scale)
-    if heads is not None:
-        groups.append({"params": list(heads.parameters()), "weight_decay": 0.0, "lr_scale": 1.0})
+    for extra in (heads, patch_heads):
+        if extra is not None:
+            groups.append({"params": list(extra.parameters()), "weight_decay": 0.0, "lr_scale": 1.0})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=1e-6)
     loss_fn = ClipLoss()
     bf16 = use_bf16(cfg.precision)
@@ -252,7 +264,8 @@ def train_clip(
             break
         warming_up = progress < cfg.shape_warmup_fraction
         images, ids, index = next(warmup_batches if warming_up else main_batches)  # type: ignore[arg-type]
-        targets = (warmup_targets if warming_up else word_targets)[index]
+        rows = warmup_rows[index] if warming_up else index  # rows of train_pairs
+        targets = word_targets[rows]
         warmup_steps_done += int(warming_up)
         lr = lr_at(
             step, progress, base_lr=cfg.lr, warmup_steps=cfg.warmup_steps, min_lr_ratio=cfg.min_lr_ratio
@@ -277,6 +290,12 @@ def train_clip(
             if heads is not None:
                 aux = heads.loss(raw_image_features, targets)
                 loss = contrastive + cfg.aux_weight * aux
+        patch_aux = None
+        if patch_heads is not None and patch_tokens is not None:
+            patch_aux = patch_heads.loss(
+                patch_tokens.latest().float(), word_multi_hot[rows], warmup_weights if warming_up else None
+            )
+            loss = loss + cfg.patch_aux_weight * patch_aux
         if not torch.isfinite(loss):
             raise FloatingPointError(f"CLIP loss became {loss.item()} at step {step} (lr {lr:.2e})")
         optimizer.zero_grad(set_to_none=True)
@@ -301,7 +320,8 @@ def train_clip(
                 )
             history.append(
                 {"step": step, "phase": "shape_warmup" if warming_up else "clip", "loss": round(loss.item(), 4), "clip_loss": round(contrastive.item(), 4),
-                 "aux_loss": None if aux is None else round(aux.item(), 4), "lr": lr,
+                 "aux_loss": None if aux is None else round(aux.item(), 4),
+                 "patch_aux_loss": None if patch_aux is None else round(patch_aux.item(), 4), "lr": lr,
                  "batch_i2t_acc": round(batch_acc.item(), 4), "logit_scale": round(model.logit_scale.exp().item(), 3),
                  "elapsed_s": round(elapsed, 1)}
             )  # fmt: skip
@@ -309,6 +329,8 @@ def train_clip(
         bar.set_postfix(loss=f"{ema_loss:.3f}", lr=f"{lr:.1e}")
     bar.close()
     train_seconds = time.monotonic() - train_started
+    if patch_tokens is not None:
+        patch_tokens.remove()
 
     recall: dict[str, float] = {}
     if val_pairs:
@@ -367,6 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of the budget spent on the shape caption-word head alone before contrastive training "
         "(default 0.3; 0: off)",
     )
+    parser.add_argument(
+        "--patch-aux-weight",
+        type=float,
+        default=None,
+        help="patch-level caption-word head loss weight on the layer LLaVA reads (default 1; 0: off)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default 2)")
     parser.add_argument(
         "--precision", choices=("auto", "bf16", "fp32"), default=None, help="matmul precision"
@@ -387,6 +415,7 @@ def config_from_args(args: argparse.Namespace) -> ClipTrainConfig:
         "torch_threads": args.threads,
         "aux_weight": args.aux_weight,
         "shape_warmup_fraction": args.shape_warmup_fraction,
+        "patch_aux_weight": args.patch_aux_weight,
         "precision": args.precision,
     }
     return replace(cfg, seed=args.seed, **{k: v for k, v in overrides.items() if v is not None})
