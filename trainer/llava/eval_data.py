@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from PIL import Image
 
@@ -24,6 +24,8 @@ EvalSetName = Literal["vqa", "pope", "mc", "detail"]
 EVAL_SET_NAMES: tuple[EvalSetName, ...] = ("vqa", "pope", "mc", "detail")
 Split = Literal["test", "train"]
 SPLITS: tuple[Split, ...] = ("test", "train")
+
+T = TypeVar("T")
 
 
 class EvalDataError(ValueError):
@@ -167,8 +169,11 @@ def stratum(item: EvalItem) -> Hashable:
     return (item.category, item.answer) if item.set_name == "pope" else (item.category,)
 
 
-def _evenly_spaced(group: Sequence[EvalItem], count: int) -> list[EvalItem]:
-    return [group[(index * len(group)) // count] for index in range(count)]
+def evenly_spaced(items: Sequence[T], count: int) -> list[T]:
+    """``count`` items spread evenly over ``items`` in order (all of them when ``count >= len(items)``)."""
+    if count >= len(items):
+        return list(items)
+    return [items[(index * len(items)) // count] for index in range(count)]
 
 
 def select_items(
@@ -192,17 +197,14 @@ def select_items(
             quotas[k] += 1
         remaining -= min(remaining, len(open_groups))
     chosen = {
-        id(item) for k, group in groups.items() for item in _evenly_spaced(group, quotas[k]) if quotas[k]
+        id(item) for k, group in groups.items() for item in evenly_spaced(group, quotas[k]) if quotas[k]
     }
     return [item for item in items if id(item) in chosen]
 
 
 def distinct_images(items: Sequence[EvalItem], count: int) -> list[str]:
     """``count`` distinct image paths, evenly spaced over the order in which ``items`` first use them."""
-    ordered = list(dict.fromkeys(item.image for item in items))
-    if count >= len(ordered):
-        return ordered
-    return [ordered[(index * len(ordered)) // count] for index in range(count)]
+    return evenly_spaced(list(dict.fromkeys(item.image for item in items)), count)
 
 
 def load_image(world: str | Path, item_image: str, where: str) -> Image.Image:

@@ -30,6 +30,7 @@ from trainer.llava.assemble import anyres_of, load_llava, pixel_config_of
 from trainer.llava.collate import LlavaCollator
 from trainer.llava.data import DataError, LlavaDataset, prepare_samples, read_records, validate_all
 from trainer.llava.encode import IGNORE_INDEX
+from trainer.llava.eval_data import evenly_spaced
 
 CONDITIONS = ("right", "blank", "other")
 
@@ -52,12 +53,6 @@ class ImageUseReport:
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "gap_blank": self.gap_blank, "gap_other": self.gap_other}
-
-
-def evenly_spaced(items: Sequence[Any], count: int) -> list[Any]:
-    if count >= len(items):
-        return list(items)
-    return [items[(index * len(items)) // count] for index in range(count)]
 
 
 def swapped_items(dataset: LlavaDataset, condition: str) -> list[dict[str, Any]]:
