@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 import pytest
 
-from trainer.atomic import OutputNotWritableError, atomic_directory, atomic_write_json, atomic_write_text
+from trainer.atomic import (
+    OutputNotWritableError,
+    atomic_directory,
+    atomic_write_json,
+    atomic_write_text,
+    emit_json_report,
+)
 from trainer.manifest import build_manifest, verify_manifest
+
+
+def test_emit_json_report_writes_and_prints_only_when_asked(tmp_path, capsys):
+    report = {"gain": 0.25, "by_category": {"color": 1.0}}
+    assert emit_json_report(report, None, False) is False
+    assert capsys.readouterr().out == ""
+    assert emit_json_report(report, tmp_path / "r" / "report.json", True) is True
+    assert json.loads(capsys.readouterr().out) == report
+    assert json.loads((tmp_path / "r" / "report.json").read_text()) == report
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):

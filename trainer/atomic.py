@@ -68,6 +68,16 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | N
     return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False, sort_keys=False) + "\n")
 
 
+def emit_json_report(report: Any, out: str | os.PathLike[str] | None, as_json: bool) -> bool:
+    """The edge of the probe CLIs: write ``report`` to ``out`` (atomically) when given, print it as JSON when
+    ``as_json``; returns ``as_json``, so the caller prints its one-line text summary otherwise."""
+    if out:
+        atomic_write_json(out, report)
+    if as_json:
+        print(json.dumps(report, indent=1))
+    return as_json
+
+
 @contextlib.contextmanager
 def atomic_directory(final: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary directory next to ``final``; on success it replaces ``final`` in one rename.

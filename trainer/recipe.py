@@ -41,7 +41,7 @@ class RecipeConfig:
     world_preset: str = "default"
     model_preset: str = "default"
     seed: int = 0
-    clip_minutes: float = 7.0
+    clip_minutes: float = 13.0
     lm_minutes: float = 5.0
     tokenizer_vocab: int = 2048
     n_examples: int = 6

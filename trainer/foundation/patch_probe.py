@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from trainer.atomic import atomic_write_json
+from trainer.atomic import emit_json_report
 from trainer.foundation.clip_data import load_rgb
 
 FEATURE_LAYER = -2  # LLaVA's vision_feature_layer
@@ -238,11 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     except ProbeDataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.out:
-        atomic_write_json(args.out, report)
-    if args.json:
-        print(json.dumps(report, indent=1))
-    else:
+    if not emit_json_report(report, args.out, args.json):
         for attribute in ("color", "shape"):
             r = report[attribute]
             print(
