@@ -28,7 +28,7 @@ from trainer.atomic import emit_json_report
 from trainer.foundation.corpus import render_vicuna_v1
 from trainer.llava.eval_data import EvalDataError, EvalItem, load_eval_sets, select_items
 from trainer.synthworld.scene_text import scene_description
-from trainer.synthworld.scene_view import SceneView, scene_from_coco
+from trainer.synthworld.scene_view import SceneView, views_from_coco
 
 READ_SETS = ("vqa", "pope")
 ANNOTATIONS = "scenes/annotations/instances_{split}.json"
@@ -49,16 +49,7 @@ def scene_views(world: Path, split: str = "test") -> dict[str, SceneView]:
     path = world / ANNOTATIONS.format(split=split)
     try:
         coco = json.loads(path.read_text(encoding="utf-8"))
-        names = {category["id"]: category["name"] for category in coco["categories"]}
-        by_image: dict[Any, list[dict[str, Any]]] = {}
-        for ann in coco["annotations"]:
-            by_image.setdefault(ann["image_id"], []).append(ann)
-        return {
-            f"scenes/images/{split}/{image['file_name']}": scene_from_coco(
-                image, by_image.get(image["id"], []), names
-            )
-            for image in coco["images"]
-        }
+        return {f"scenes/images/{split}/{image['file_name']}": view for image, view in views_from_coco(coco)}
     except FileNotFoundError as exc:
         raise EvalDataError(f"{path}: not found (is --world a SynthWorld folder?)") from exc
     except (KeyError, TypeError, ValueError) as exc:

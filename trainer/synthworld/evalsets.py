@@ -21,12 +21,11 @@ from trainer.synthworld.config import WorldConfig
 from trainer.synthworld.questions import (
     detail_questions,
     multiple_choice_questions,
-    scene_from_coco,
     short_answer_questions,
     yes_no_probes,
 )
 from trainer.synthworld.sampling import item_seed
-from trainer.synthworld.scene_view import SceneView
+from trainer.synthworld.scene_view import views_from_coco
 
 # A "tiny" object for colour detail questions: at most this fraction of the scene's shorter side, i.e. about
 # 2 px after downscaling a 256-320 px scene to 64 px, but 4-5 px at 128 px.
@@ -46,14 +45,6 @@ def scene_statistics(coco: dict[str, Any]) -> tuple[dict[str, int], dict[tuple[s
         popularity.update(present)
         cooccurrence.update(combinations(sorted(present), 2))
     return dict(popularity), dict(cooccurrence)
-
-
-def _views(coco: dict[str, Any]) -> list[tuple[dict[str, Any], SceneView]]:
-    names = {category["id"]: category["name"] for category in coco["categories"]}
-    by_image: dict[int, list[dict[str, Any]]] = {}
-    for ann in coco["annotations"]:
-        by_image.setdefault(ann["image_id"], []).append(ann)
-    return [(image, scene_from_coco(image, by_image.get(image["id"], []), names)) for image in coco["images"]]
 
 
 def _sample_per_category(qas: list, limit: int, rng: random.Random) -> list:
@@ -83,7 +74,7 @@ def build_eval_sets(
         base = {"question_id": len(sets[name]), "image": f"{image_dir}/{image['file_name']}"}
         sets[name].append({**base, **record, "image_id": image["id"]})
 
-    for image, view in _views(test_coco):
+    for image, view in views_from_coco(test_coco):
         rng = random.Random(item_seed(seed, "eval", int(image["id"])))
         for qa in _sample_per_category(
             short_answer_questions(view, rng), config.vqa_per_category_per_image, rng

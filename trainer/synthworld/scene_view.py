@@ -80,3 +80,12 @@ def scene_from_coco(
             )
         )
     return SceneView(width=width, height=height, objects=tuple(objects))
+
+
+def views_from_coco(coco: dict[str, Any]) -> list[tuple[dict[str, Any], SceneView]]:
+    """(image record, view) for every image of a COCO instances object, in file order."""
+    names = {category["id"]: category["name"] for category in coco["categories"]}
+    by_image: dict[Any, list[dict[str, Any]]] = {}
+    for ann in coco["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    return [(image, scene_from_coco(image, by_image.get(image["id"], []), names)) for image in coco["images"]]
