@@ -1,4 +1,4 @@
-"""The trainer CLI's --anyres-grids option (the base-tile-only ablation of the AnyRes finding)."""
+"""The trainer CLI's overrides: --anyres-grids (the base-tile-only ablation of the AnyRes finding), --grad-accum."""
 
 from __future__ import annotations
 
@@ -28,4 +28,12 @@ def test_malformed_grids_are_usage_errors(bad, capsys):
 def test_grids_with_init_are_contradictory():
     args = build_arg_parser().parse_args([*BASE, "--init", "m", "--anyres-grids", "1x1"])
     with pytest.raises(ConfigError, match="--init keeps the model's grids"):
+        stage_config_from_args(args)
+
+
+def test_grad_accum_reaches_the_runtime_and_is_validated():
+    args = build_arg_parser().parse_args([*BASE, "--grad-accum", "4"])
+    assert stage_config_from_args(args).runtime.grad_accum == 4
+    args = build_arg_parser().parse_args([*BASE, "--grad-accum", "0"])
+    with pytest.raises(ConfigError, match="grad_accum must be >= 1"):
         stage_config_from_args(args)

@@ -72,6 +72,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "--checkpoint-every", type=int, help="override: checkpoint every N updates (0: end only)"
     )
     parser.add_argument("--num-workers", type=int, help="override: DataLoader worker processes")
+    parser.add_argument(
+        "--grad-accum",
+        type=int,
+        help="override: micro-batches per update (global batch = micro-batch size x this x processes)",
+    )
     parser.add_argument("--learning-rate", type=float, help="override the preset's peak learning rate")
     parser.add_argument(
         "--projector-lr",
@@ -130,6 +135,7 @@ def stage_config_from_args(args: argparse.Namespace) -> StageConfig:
         "seed": args.seed,
         "checkpoint_every": args.checkpoint_every,
         "num_workers": args.num_workers,
+        "grad_accum": getattr(args, "grad_accum", None),
     }
     try:
         return cfg.with_runtime(**{k: v for k, v in overrides.items() if v is not None})
