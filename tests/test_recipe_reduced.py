@@ -38,6 +38,7 @@ def test_recipe_steps_are_argument_lists_of_project_clis(tmp_path):
         "clip-zeroshot",
         "clip-convert",
         "lm",
+        "lm-reading",
     ]
     for step in steps:
         assert all(isinstance(a, str) for a in step.argv)
@@ -63,6 +64,10 @@ def test_reduced_recipes_build_world_foundation_and_llava(tmp_path):
     tasks = {t["task"]: t for t in manifest["metrics"]["zeroshot"]["tasks"]}
     assert set(tasks) == {"shapes", "colors", "species"}
     assert manifest["metrics"]["lm"]["heldout_perplexity"] < manifest["metrics"]["lm"]["unigram_perplexity"]
+    reading = manifest["metrics"]["lm_reading"]
+    assert reading["questions"] > 0 and 0.0 <= reading["with_scene"]["accuracy"] <= 1.0
+    gap = reading["with_scene"]["accuracy"] - reading["without_scene"]["accuracy"]
+    assert reading["gain"] == pytest.approx(gap, abs=1e-3)
 
     # The LLaVA recipe on top of that reduced foundation.
     llava = tmp_path / "llava"

@@ -203,6 +203,14 @@ def plan_steps(cfg: RecipeConfig, world: Path, work: Path, stage: Path) -> list[
             ],
             ["models/synthworld-lm"],
         ),
+        # Can the LM read a scene from its context (the lookup a LLaVA's answers need)? Seconds; recorded in
+        # the manifest so every build states it (docs/foundation_models.md, "Scene reading").
+        Step(
+            "lm-reading",
+            [py, "-m", "trainer.foundation.lm_reading", "--lm", str(lm), "--world", str(world)]
+            + ["--json", "--out", str(work / "lm_reading.json")],
+            [],
+        ),
     ]
 
 
@@ -301,6 +309,7 @@ def run_recipe(cfg: RecipeConfig, out: Path, *, world: Path | None = None) -> di
         lm_metrics = stage / "models" / "synthworld-lm" / "metrics.json"
         if lm_metrics.exists():
             metrics["lm"] = json.loads(lm_metrics.read_text(encoding="utf-8"))
+        metrics["lm_reading"] = json.loads((work / "lm_reading.json").read_text(encoding="utf-8"))
         commands = {s.name: printable_command(s.argv) for s in steps}
         producers = {o: s.name for s in steps for o in s.outputs}
         producers["examples"] = "world"
