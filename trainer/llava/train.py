@@ -282,6 +282,9 @@ def train(args: argparse.Namespace) -> RunResult:
         }
         export_transformers(parts.model, parts.processor, args.out / FINAL_DIR, metadata)
     accelerator.wait_for_everyone()
+    # Tear the process group down before the interpreter exits: a gloo group left alive at exit can abort a
+    # rank ("terminate called without an active exception") after a finished run. No-op in one process.
+    accelerator.end_training()
     return result
 
 
