@@ -130,7 +130,7 @@ def test_real_size_llava_next_trains_a_bf16_step_on_cuda(tmp_path):
 
     from llava_demo.anyres import AnyResConfig, num_image_tokens
     from trainer.llava.config import stage_preset
-    from trainer.llava.stages import compute_loss, configure_stage, set_train_mode
+    from trainer.llava.stages import compute_loss, set_train_mode
     from trainer.llava.train import build_job, dataset_for
     from trainer.runtime.loop import make_accelerator
 
@@ -165,8 +165,7 @@ def test_real_size_llava_next_trains_a_bf16_step_on_cuda(tmp_path):
         assert counted == num_image_tokens(size, real), (size, counted)
     assert num_image_tokens((672, 672), real) == 2928
 
-    job = build_job(parts, dataset, cfg, {"check": "cuda"})
-    configure_stage(parts.model, cfg)
+    job = build_job(parts, dataset, cfg, {"check": "cuda"})  # also freezes for stage 2 (configure_stage)
     accelerator = make_accelerator(cfg.runtime)
     assert accelerator.mixed_precision == "bf16"
     model = parts.model.to(accelerator.device)
