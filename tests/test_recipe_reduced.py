@@ -66,6 +66,7 @@ def test_reduced_recipes_build_world_foundation_and_llava(tmp_path):
     assert manifest["metrics"]["lm"]["heldout_perplexity"] < manifest["metrics"]["lm"]["unigram_perplexity"]
     reading = manifest["metrics"]["lm_reading"]
     assert reading["questions"] > 0 and 0.0 <= reading["with_scene"]["accuracy"] <= 1.0
+    assert "lm" not in reading  # no staging path in the manifest
     gap = reading["with_scene"]["accuracy"] - reading["without_scene"]["accuracy"]
     assert reading["gain"] == pytest.approx(gap, abs=1e-3)
 

@@ -309,7 +309,10 @@ def run_recipe(cfg: RecipeConfig, out: Path, *, world: Path | None = None) -> di
         lm_metrics = stage / "models" / "synthworld-lm" / "metrics.json"
         if lm_metrics.exists():
             metrics["lm"] = json.loads(lm_metrics.read_text(encoding="utf-8"))
-        metrics["lm_reading"] = json.loads((work / "lm_reading.json").read_text(encoding="utf-8"))
+        reading = json.loads((work / "lm_reading.json").read_text(encoding="utf-8"))
+        # Drop the LM's staging path (gone after the swap); the manifest already names the LM's files.
+        reading.pop("lm", None)
+        metrics["lm_reading"] = reading
         commands = {s.name: printable_command(s.argv) for s in steps}
         producers = {o: s.name for s in steps for o in s.outputs}
         producers["examples"] = "world"
