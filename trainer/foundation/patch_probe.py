@@ -9,7 +9,8 @@ AnyRes canvas), the tiles go through the tower, and two features are read per ob
 under the object's bounding-box centre ("centre") and that token concatenated with the mean of the tokens whose
 patch centre lies inside the box ("region"). A multinomial logistic regression fitted on train-scene objects
 predicts each object's colour and shape on held-out test scenes; reported per feature, overall and by the
-object's size class. ``--tower`` takes a transformers ``CLIPVisionModel`` directory or an open_clip one (the
+object's size class. Signs are probed the same way for the first and the last character of their text (what a
+"What is written on the sign?" answer needs). ``--tower`` takes a transformers ``CLIPVisionModel`` directory or an open_clip one (the
 SynthWorld CLIP, converted in memory).
 """
 
@@ -19,7 +20,8 @@ import argparse
 import json
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,13 +49,22 @@ class ProbeObject:
     width: int
     height: int
     bbox: tuple[float, float, float, float]  # x, y, w, h in image pixels
-    color: str
-    shape: str
+    labels: Mapping[str, str]  # probed attribute -> value, e.g. {"color": "red", "shape": "star"}
     size: str
 
 
+# What each attribute reads off an annotation; an object is probed for the attributes it has.
+PROBED_ATTRIBUTES: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
+    "color": lambda attributes: attributes.get("color") if attributes.get("shape") else None,
+    "shape": lambda attributes: attributes.get("shape"),
+    "sign_first_char": lambda attributes: (attributes.get("text") or "")[:1] or None,
+    "sign_last_char": lambda attributes: (attributes.get("text") or "")[-1:] or None,
+}
+
+
 def read_objects(world: Path, split: str, max_scenes: int) -> list[ProbeObject]:
-    """The shaped objects (signs have no shape or colour) of the first ``max_scenes`` scenes of ``split``."""
+    """The objects of the first ``max_scenes`` scenes of ``split`` that have a probed attribute: shaped objects
+    (colour, shape) and signs (first and last character of their text)."""
     path = world / ANNOTATIONS.format(split=split)
     try:
         data = json.loads(path.read_text())
@@ -62,14 +73,15 @@ def read_objects(world: Path, split: str, max_scenes: int) -> list[ProbeObject]:
         objects = []
         for ann in data["annotations"]:
             attributes = ann["attributes"]
-            if ann["image_id"] not in chosen or attributes.get("shape") is None:
+            labels = {name: read(attributes) for name, read in PROBED_ATTRIBUTES.items()}
+            labels = {name: value for name, value in labels.items() if value}
+            if ann["image_id"] not in chosen or not labels:
                 continue
             image = images[ann["image_id"]]
             objects.append(
                 ProbeObject(
                     world / IMAGES.format(split=split) / image["file_name"], image["width"], image["height"],
-                    tuple(float(v) for v in ann["bbox"]), attributes["color"], attributes["shape"],
-                    attributes.get("size") or "unknown",
+                    tuple(float(v) for v in ann["bbox"]), labels, attributes.get("size") or "unknown",
                 )
             )  # fmt: skip
     except FileNotFoundError as exc:
@@ -77,7 +89,7 @@ def read_objects(world: Path, split: str, max_scenes: int) -> list[ProbeObject]:
     except (KeyError, TypeError, ValueError) as exc:
         raise ProbeDataError(f"{path}: malformed annotation ({exc!r})") from exc
     if not objects:
-        raise ProbeDataError(f"{path}: no shaped objects in the first {max_scenes} scenes")
+        raise ProbeDataError(f"{path}: no probed objects in the first {max_scenes} scenes")
     return objects
 
 
@@ -204,14 +216,34 @@ def run_probe(tower_dir: Path, world: Path, grid: int, train_scenes: int, test_s
         "train_objects": len(train),
         "test_objects": len(test),
     }
-    sizes = [obj.size for obj in test]
-    for attribute in ("color", "shape"):
-        train_y = [getattr(obj, attribute) for obj in train]
-        test_y = [getattr(obj, attribute) for obj in test]
+    report.update(score_attributes(train, test, (train_centre, train_region), (test_centre, test_region)))
+    return report
+
+
+def score_attributes(
+    train: Sequence[ProbeObject],
+    test: Sequence[ProbeObject],
+    train_features: tuple[torch.Tensor, torch.Tensor],
+    test_features: tuple[torch.Tensor, torch.Tensor],
+) -> dict[str, Any]:
+    """Per probed attribute: chance, majority-class rate and held-out accuracy of the centre and the region
+    feature, each fitted only on the train objects that have the attribute."""
+    (train_centre, train_region), (test_centre, test_region) = train_features, test_features
+    report: dict[str, Any] = {}
+    for attribute in PROBED_ATTRIBUTES:
+        fit = [i for i, obj in enumerate(train) if attribute in obj.labels]
+        held = [i for i, obj in enumerate(test) if attribute in obj.labels]
+        if not fit or not held:
+            continue
+        train_y = [train[i].labels[attribute] for i in fit]
+        test_y = [test[i].labels[attribute] for i in held]
+        sizes = [test[i].size for i in held]
         report[attribute] = {
             "chance": round(1 / len(set(train_y)), 4),
-            "centre": summarize(fit_and_score(train_centre, train_y, test_centre, test_y), sizes),
-            "region": summarize(fit_and_score(train_region, train_y, test_region, test_y), sizes),
+            "majority": round(Counter(train_y).most_common(1)[0][1] / len(train_y), 4),
+            "test_objects": len(held),
+            "centre": summarize(fit_and_score(train_centre[fit], train_y, test_centre[held], test_y), sizes),
+            "region": summarize(fit_and_score(train_region[fit], train_y, test_region[held], test_y), sizes),
         }
     return report
 
@@ -239,11 +271,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not emit_json_report(report, args.out, args.json):
-        for attribute in ("color", "shape"):
+        for attribute in PROBED_ATTRIBUTES:
+            if attribute not in report:
+                continue
             r = report[attribute]
             print(
                 f"{attribute}: centre {r['centre']['accuracy']:.3f} {r['centre']['by_size']}, region "
-                f"{r['region']['accuracy']:.3f} (chance {r['chance']:.3f}; {report['test_objects']} test objects)"
+                f"{r['region']['accuracy']:.3f} (chance {r['chance']:.3f}, majority {r['majority']:.3f}; "
+                f"{r['test_objects']} test objects)"
             )
     return 0
 
