@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from llava_demo.anyres_pixels import CLIP_MEAN, CLIP_STD
 from trainer.atomic import atomic_directory
 from trainer.foundation.tiny_clip import OPEN_CLIP_WEIGHTS_NAME, read_open_clip_config
 
@@ -178,8 +179,8 @@ def image_processor_kwargs(preprocess_cfg: dict[str, Any], image_size: int) -> d
         "do_rescale": True,
         "rescale_factor": 1 / 255,
         "do_normalize": True,
-        "image_mean": list(preprocess_cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
-        "image_std": list(preprocess_cfg.get("std", (0.26862954, 0.26130258, 0.27577711))),
+        "image_mean": list(preprocess_cfg.get("mean", CLIP_MEAN)),
+        "image_std": list(preprocess_cfg.get("std", CLIP_STD)),
         "do_convert_rgb": True,
     }
 

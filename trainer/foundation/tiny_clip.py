@@ -26,10 +26,9 @@ from typing import Any
 
 import torch
 
+from llava_demo.anyres_pixels import CLIP_MEAN, CLIP_STD
 from trainer.atomic import atomic_directory, atomic_write_json
 
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 OPEN_CLIP_CONFIG_NAME = "open_clip_config.json"
 OPEN_CLIP_WEIGHTS_NAME = "open_clip_model.safetensors"
 # The HF tokenizer files live next to the weights; open_clip's local-dir loader reads them from the dir itself.
@@ -64,8 +63,8 @@ class TinyClipConfig:
     quick_gelu: bool = False
     # log(1/0.07): CLIP's initial temperature.
     init_logit_scale: float = math.log(1 / 0.07)
-    image_mean: tuple[float, float, float] = field(default=OPENAI_CLIP_MEAN)
-    image_std: tuple[float, float, float] = field(default=OPENAI_CLIP_STD)
+    image_mean: tuple[float, float, float] = field(default=CLIP_MEAN)
+    image_std: tuple[float, float, float] = field(default=CLIP_STD)
     interpolation: str = "bicubic"
     # "squash" resizes the whole image to image_size x image_size: SynthWorld images are 64-128 px with any aspect
     # and objects anywhere, so open_clip's default "shortest" (resize + centre crop) can cut the labelled object
