@@ -136,6 +136,7 @@ def test_a_tiny_llama_learns_the_one_object_lookup(tok) -> None:
     )
     assert [p["step"] for p in report["curve"]] == [0, 80, 160]
     assert report["shortcuts"]["random_object_colour"] == 1.0  # one object: reading it is the whole task
+    assert 0.3 < report["shortcuts"]["always_yes_existence"] < 0.7  # half the existence probes are absent
     first, last = report["curve"][0], report["final"]
     # unseen (shape, colour) pairs: the colour can only come from the object token
     assert first["color"] < 0.2 and last["color"] >= 0.8, report["curve"]

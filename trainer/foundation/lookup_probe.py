@@ -43,9 +43,8 @@ KINDS = ("color", "yes", "no")
 @dataclass(frozen=True)
 class LookupProbeConfig:
     steps: int = 750
-    batch: int = (
-        128  # low-noise updates: lookup is learned at batch 64+, not at 16 (docs/foundation_models.md)
-    )
+    # low-noise updates: content recall is learned at batch 64+, not at 16 (docs/foundation_models.md)
+    batch: int = 128
     lr: float = 2e-3
     warmup: int = 20
     eval_every: int = 250
@@ -126,7 +125,8 @@ class LookupBatcher:
         self.cache: dict[tuple[str, str], tuple[list[int], list[int], list[int]]] = {}
 
     def tokens(self, q: LookupQuestion) -> tuple[list[int], list[int], list[int]]:
-        """Prompt before the objects, prompt after them, answer (scored) + end of sequence (trained too)."""
+        """Token ids of the prompt before the objects, the prompt after them, and the answer (scored; ``batch``
+        appends the end-of-sequence token, which is trained but not scored)."""
         key = (q.question, q.answer)
         if key not in self.cache:
             human = f"<image>\n{q.question}\n{SHORT_ANSWER}"
@@ -185,6 +185,11 @@ def score(
     return {kind: round(sum(v) / len(v), 4) for kind, v in right.items() if v}
 
 
+def _share(flags: Iterable[bool]) -> float:
+    values = list(flags)
+    return round(sum(values) / len(values), 4) if values else 0.0
+
+
 def run_lookup_probe(
     model: Any,
     tokenizer: Any,
@@ -230,7 +235,10 @@ def run_lookup_probe(
         "config": asdict(config),
         "train_scenes": len(train),
         "test_questions": len(held),
-        "shortcuts": {"random_object_colour": random_object_colour_rate(held), "always_yes_existence": 0.5},
+        "shortcuts": {
+            "random_object_colour": random_object_colour_rate(held),
+            "always_yes_existence": _share(q.answer == "yes" for q in held if q.kind != "color"),
+        },
         "curve": curve,
         "final": curve[-1],
     }
