@@ -14,8 +14,10 @@ from llava_demo.format_prompts import SHORT_ANSWER
 from trainer.foundation.corpus import render_vicuna_v1
 from trainer.foundation.lookup_probe import (
     LookupBatcher,
+    LookupObject,
     LookupProbeConfig,
     LookupQuestion,
+    grid_tokens,
     main,
     object_vector,
     random_object_colour_rate,
@@ -48,12 +50,12 @@ def test_scene_objects_keeps_coloured_shapes_and_drops_empty_scenes() -> None:
         ),
         SceneView(10, 10, (SceneObject("sign", (0, 0, 1, 1), text="2Y8"),)),
     ]
-    assert scene_objects(views) == [(("star", "red"),)]
+    assert scene_objects(views) == [(LookupObject("star", "red", (0.0, 0.0, 0.1, 0.1)),)]
 
 
 def test_sampled_questions_are_answered_by_the_scene() -> None:
     rng = random.Random(0)
-    scene = (("star", "red"), ("star", "blue"), ("ring", "green"))
+    scene = (LookupObject("star", "red"), LookupObject("star", "blue"), LookupObject("ring", "green"))
     kinds = {"color": 0, "yes": 0, "no": 0}
     for _ in range(600):
         q = sample_question(scene, rng)
@@ -67,7 +69,7 @@ def test_sampled_questions_are_answered_by_the_scene() -> None:
 
 
 def test_random_object_colour_rate_by_hand() -> None:
-    scene = (("star", "red"), ("circle", "red"), ("ring", "blue"))
+    scene = (LookupObject("star", "red"), LookupObject("circle", "red"), LookupObject("ring", "blue"))
     questions = [
         LookupQuestion(scene, "What color is the ring?", "blue", "color"),  # 1 of 3 objects is blue
         LookupQuestion(scene, "What color is the star?", "red", "color"),  # 2 of 3 are red
@@ -105,7 +107,7 @@ def test_score_reads_the_answer_tokens_after_the_objects(tok) -> None:
     assert len(yes) == 1
     model = _SaysYes(torch.nn.Embedding(len(tok), 8), yes[0])
     batcher = LookupBatcher(model, tok)
-    scene = (("star", "red"), ("ring", "blue"))
+    scene = (LookupObject("star", "red"), LookupObject("ring", "blue"))
     questions = [
         LookupQuestion(scene, "Is there a star in the image?", "yes", "yes"),
         LookupQuestion(scene, "Is there a cross in the image?", "no", "no"),
@@ -119,6 +121,34 @@ def test_score_reads_the_answer_tokens_after_the_objects(tok) -> None:
     assert score(model, batcher, questions, seed=0) == {"color": 0.0, "yes": 1.0, "no": 0.0}
 
 
+def test_grid_tokens_paint_boxes_and_centres_by_hand() -> None:
+    vectors = torch.tensor([[1.0], [2.0]])
+    # 4 x 4 grid, cell centres at 0.125, 0.375, 0.625, 0.875. Object 1 covers the left half; object 2 is a
+    # small box inside cell (3, 3) whose centre no cell centre falls in, drawn over nothing.
+    boxes = [(0.0, 0.0, 0.5, 1.0), (0.76, 0.76, 0.05, 0.05)]
+    grid = grid_tokens(vectors, boxes, torch.zeros(4, 4, 1)).reshape(4, 4)
+    assert grid.tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 0, 2]]
+    # drawn later, a box over the first covers it
+    grid = grid_tokens(vectors, [boxes[0], (0.0, 0.0, 0.3, 0.3)], torch.zeros(4, 4, 1)).reshape(4, 4)
+    assert grid[0].tolist() == [2, 1, 0, 0] and grid[1, 0] == 1
+
+
+def test_grid_layout_puts_a_cell_per_patch_before_the_question(tok) -> None:
+    model = _SaysYes(torch.nn.Embedding(len(tok), 8), 0)
+    batcher = LookupBatcher(model, tok, layout="grid", cells=3, background=0.0)
+    scene = (LookupObject("star", "red", (0.0, 0.0, 0.4, 0.4)),)
+    question = LookupQuestion(scene, "What color is the star?", "red", "color")
+    embeds, _, _, spans = batcher.batch([question], random.Random(0))
+    before, after, _ = batcher.tokens(question)
+    assert spans[0][0] == len(before) + 9 + len(after)
+    cells = embeds[0, len(before) : len(before) + 9]
+    painted = cells.norm(dim=-1) > 0
+    assert painted.tolist() == [True] + [False] * 8  # only the top-left cell's centre is in the box
+    assert torch.allclose(cells[0].norm(), torch.tensor(batcher.norm))
+    with pytest.raises(ValueError, match="layout one of"):
+        LookupProbeConfig(layout="rows")
+
+
 def test_a_tiny_llama_learns_the_one_object_lookup(tok) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -129,7 +159,7 @@ def test_a_tiny_llama_learns_the_one_object_lookup(tok) -> None:
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )  # fmt: skip
     model = LlamaForCausalLM(config)
-    scenes = [((shape, colour),) for shape in SHAPES for colour in COLOR_NAMES]
+    scenes = [(LookupObject(shape, colour),) for shape in SHAPES for colour in COLOR_NAMES]
     random.Random(0).shuffle(scenes)
     report = run_lookup_probe(
         model, tok, scenes[:80], scenes[80:], LookupProbeConfig.tiny(steps=160, batch=32, eval_every=80)

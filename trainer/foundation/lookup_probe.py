@@ -1,7 +1,7 @@
 """Can a language model learn to look an object up among ideal "image tokens"? A vision-free stage-2 proxy.
 
     python -m trainer.foundation.lookup_probe --lm DIR --world DIR [--steps 750] [--batch 128] [--lr 2e-3]
-        [--eval-every 250] [--json] [--out FILE]
+        [--eval-every 250] [--layout objects|grid] [--grid-cells 8] [--background 0.3] [--json] [--out FILE]
 
 LLaVA stage 2 asks the LM to answer "What color is the star?" from image tokens: find the token that says
 "star", read its colour. This probe removes everything visual and gives the LM the best image tokens there
@@ -11,7 +11,9 @@ it, as stage 2 does) on one question per sample, in the eval's short-answer form
 present once, or POPE-style existence ("Is there a ring in the image?", half present, half absent). Scored
 teacher-forced on held-out test scenes against the shortcut that needs no lookup (the colour of a random
 object of the scene). How many questions the LM needs before colour beats that shortcut, and existence beats
-always-"yes", is what a LLaVA recipe would need at least, with perfect vision.
+always-"yes", is what a LLaVA recipe would need at least, with perfect vision. ``--layout grid`` lays the same
+tokens out as image tokens come, on a square patch grid (each object over the cells its box covers, the rest
+background noise).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from tqdm import tqdm
@@ -36,8 +38,17 @@ from trainer.llava.eval_data import EvalDataError
 from trainer.synthworld.concepts import COLOR_NAMES, SHAPES
 from trainer.synthworld.scene_view import SceneView
 
-SceneObjects = tuple[tuple[str, str], ...]  # (shape, colour) per object
 KINDS = ("color", "yes", "no")
+LAYOUTS = ("objects", "grid")
+
+
+class LookupObject(NamedTuple):
+    shape: str
+    colour: str
+    box: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)  # x, y, w, h as fractions of the image
+
+
+SceneObjects = tuple[LookupObject, ...]
 
 
 @dataclass(frozen=True)
@@ -50,8 +61,18 @@ class LookupProbeConfig:
     eval_every: int = 250
     eval_questions: int = 600
     seed: int = 0
+    # "objects": one token per object; "grid": the object's token painted on every cell of a square patch grid
+    # that its box covers, other cells background noise (image tokens come as a patch grid)
+    layout: str = "objects"
+    grid_cells: int = 8
+    background: float = 0.3  # background noise norm, as a fraction of a word embedding's
 
     def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS or self.grid_cells < 1 or self.background < 0:
+            raise ValueError(
+                f"LookupProbeConfig: layout one of {LAYOUTS}, grid_cells >= 1, background >= 0; got "
+                f"{self.layout!r}, {self.grid_cells}, {self.background}"
+            )
         if min(self.steps, self.batch, self.eval_every, self.eval_questions) < 1 or self.warmup < 0:
             raise ValueError("LookupProbeConfig: steps, batch, eval_every, eval_questions >= 1, warmup >= 0")
         if not 0 < self.lr < 1:
@@ -75,7 +96,11 @@ def scene_objects(views: Iterable[SceneView]) -> list[SceneObjects]:
     """The shaped, coloured objects of each scene (signs carry no colour); scenes without any are dropped."""
     scenes = []
     for view in views:
-        objects = tuple((o.category, o.color) for o in view.objects if o.category in SHAPES and o.color)
+        objects = tuple(
+            LookupObject(o.category, o.color, _fraction_box(o.bbox, view.width, view.height))
+            for o in view.objects
+            if o.category in SHAPES and o.color
+        )
         if objects:
             scenes.append(objects)
     return scenes
@@ -83,21 +108,21 @@ def scene_objects(views: Iterable[SceneView]) -> list[SceneObjects]:
 
 def sample_question(objects: SceneObjects, rng: random.Random) -> LookupQuestion:
     """Half colour questions (when a shape occurs once), else existence, half present and half absent."""
-    counts = {shape: sum(s == shape for s, _ in objects) for shape, _ in objects}
-    unique = [(shape, colour) for shape, colour in objects if counts[shape] == 1]
+    counts = {obj.shape: sum(o.shape == obj.shape for o in objects) for obj in objects}
+    unique = [obj for obj in objects if counts[obj.shape] == 1]
     if unique and rng.random() < 0.5:
-        shape, colour = rng.choice(unique)
-        return LookupQuestion(objects, f"What color is the {shape}?", colour, "color")
+        obj = rng.choice(unique)
+        return LookupQuestion(objects, f"What color is the {obj.shape}?", obj.colour, "color")
     absent = [shape for shape in SHAPES if shape not in counts]
     if not absent or rng.random() < 0.5:
-        return LookupQuestion(objects, f"Is there a {rng.choice(objects)[0]} in the image?", "yes", "yes")
+        return LookupQuestion(objects, f"Is there a {rng.choice(objects).shape} in the image?", "yes", "yes")
     return LookupQuestion(objects, f"Is there a {rng.choice(absent)} in the image?", "no", "no")
 
 
 def random_object_colour_rate(questions: Sequence[LookupQuestion]) -> float:
     """Expected colour accuracy of answering with the colour of a random object of the scene (no lookup)."""
     rates = [
-        sum(colour == q.answer for _, colour in q.objects) / len(q.objects)
+        sum(obj.colour == q.answer for obj in q.objects) / len(q.objects)
         for q in questions
         if q.kind == "color"
     ]
@@ -105,18 +130,42 @@ def random_object_colour_rate(questions: Sequence[LookupQuestion]) -> float:
 
 
 def object_vector(
-    embedding: torch.Tensor, word_ids: dict[str, list[int]], obj: tuple[str, str], norm: float
+    embedding: torch.Tensor, word_ids: dict[str, list[int]], words: Sequence[str], norm: float
 ) -> torch.Tensor:
     """The ideal image token of one object: sum of its words' (token-averaged) embeddings, scaled to ``norm``."""
-    vector = sum(embedding[word_ids[word]].mean(0) for word in obj)
+    vector = sum(embedding[word_ids[word]].mean(0) for word in words)
     return vector / vector.norm() * norm
+
+
+def grid_tokens(
+    vectors: torch.Tensor, boxes: Sequence[tuple[float, float, float, float]], background: torch.Tensor
+) -> torch.Tensor:
+    """Paint each object's token [N, H] on the cells of the ``background`` grid [cells, cells, H] whose centre
+    lies inside its box, and on the cell under the box's centre (so a small object still shows); later objects
+    cover earlier ones, as in a drawing. Returns the grid row-major, [cells * cells, H]."""
+    grid = background.clone()
+    cells = grid.shape[0]
+    centres = (torch.arange(cells) + 0.5) / cells
+    for vector, (x, y, w, h) in zip(vectors, boxes):
+        rows = (centres >= y) & (centres <= y + h)
+        cols = (centres >= x) & (centres <= x + w)
+        grid[rows[:, None] & cols[None, :]] = vector
+        grid[min(int((y + h / 2) * cells), cells - 1), min(int((x + w / 2) * cells), cells - 1)] = vector
+    return grid.reshape(cells * cells, -1)
+
+
+def _fraction_box(bbox: Sequence[float], width: int, height: int) -> tuple[float, float, float, float]:
+    x, y, w, h = bbox
+    return (x / width, y / height, w / width, h / height)
 
 
 class LookupBatcher:
     """Question -> (inputs_embeds, labels, mask) in the vicuna_v1 layout, objects where ``<image>`` sits."""
 
-    def __init__(self, model: Any, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
+    def __init__(
+        self, model: Any, tokenizer: Any, layout: str = "objects", cells: int = 8, background: float = 0.3
+    ) -> None:
+        self.tokenizer, self.layout, self.cells, self.background = tokenizer, layout, cells, background
         self.embedding = model.get_input_embeddings()
         self.norm = float(self.embedding.weight.detach().norm(dim=-1).median())
         self.word_ids = {
@@ -152,10 +201,14 @@ class LookupBatcher:
             rng.shuffle(objects)  # an image has no reading order
             ids_before, ids_after = torch.tensor(before), torch.tensor(after + answer + eos)
             vectors = torch.stack(
-                [object_vector(self.embedding.weight, self.word_ids, o, self.norm) for o in objects]
+                [object_vector(self.embedding.weight, self.word_ids, o[:2], self.norm) for o in objects]
             )
+            if self.layout == "grid":
+                noise = torch.randn(self.cells, self.cells, vectors.shape[1])
+                noise *= self.background * self.norm / vectors.shape[1] ** 0.5
+                vectors = grid_tokens(vectors, [o.box for o in objects], noise)
             rows.append(torch.cat([self.embedding(ids_before), vectors, self.embedding(ids_after)]))
-            start = len(before) + len(objects) + len(after)
+            start = len(before) + len(vectors) + len(after)
             labels.append([-100] * start + answer + eos)
             spans.append((start, start + len(answer)))
         width = max(len(row) for row in rows)
@@ -204,7 +257,7 @@ def run_lookup_probe(
     torch.manual_seed(config.seed)
     rng, held_rng = random.Random(config.seed), random.Random(config.seed + 1)
     held = [sample_question(held_rng.choice(test), held_rng) for _ in range(config.eval_questions)]
-    batcher = LookupBatcher(model, tokenizer)
+    batcher = LookupBatcher(model, tokenizer, config.layout, config.grid_cells, config.background)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     started = time.perf_counter()
     curve = [{"step": 0, "questions": 0, "seconds": 0.0} | score(model, batcher, held, config.seed)]
@@ -251,17 +304,18 @@ def main(argv: list[str] | None = None) -> int:
     defaults = LookupProbeConfig()
     parser.add_argument("--lm", type=Path, required=True, help="causal LM directory (with its tokenizer)")
     parser.add_argument("--world", type=Path, required=True, help="SynthWorld folder (reads scenes/)")
-    for name in ("steps", "batch", "warmup", "eval_every", "eval_questions", "seed"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    parser.add_argument("--lr", type=float, default=defaults.lr)
+    for name, kind in (("steps", int), ("batch", int), ("lr", float), ("warmup", int), ("eval_every", int),
+                       ("eval_questions", int), ("seed", int), ("grid_cells", int), ("background", float)):  # fmt: skip
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name))
+    parser.add_argument(
+        "--layout", choices=LAYOUTS, default=defaults.layout, help="one token per object, or a patch grid"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
-        config = LookupProbeConfig(
-            args.steps, args.batch, args.lr, args.warmup, args.eval_every, args.eval_questions, args.seed
-        )
+        config = LookupProbeConfig(**{name: getattr(args, name) for name in asdict(defaults)})
     except ValueError as exc:
         parser.error(str(exc))
     from transformers import AutoModelForCausalLM, AutoTokenizer
