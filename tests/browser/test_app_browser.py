@@ -72,6 +72,9 @@ def shot(page, name: str) -> None:
 
 def set_max_tokens(page, value: int) -> None:
     number = page.locator("#chat-max-tokens input[type=number]")
+    # The slider's range input shows the component's value, which is what an event sends; the number field can
+    # hold the typed text before the component takes it (seen once: the field said 12, the request said 512).
+    slider = page.locator("#chat-max-tokens input[type=range]")
     if not number.is_visible():
         page.locator("#chat-parameters").get_by_text("Parameters").click()
     expect(number).to_be_visible()
@@ -82,10 +85,12 @@ def set_max_tokens(page, value: int) -> None:
         number.press("Enter")
         try:
             expect(number).to_have_value(str(value), timeout=2_000)
+            expect(slider).to_have_value(str(value), timeout=2_000)
             return
         except AssertionError:
             continue
     expect(number).to_have_value(str(value))
+    expect(slider).to_have_value(str(value))
 
 
 def test_stream_stop_regenerate_second_image_and_anyres_count(app, page):
