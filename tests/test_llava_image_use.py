@@ -80,3 +80,8 @@ def test_cli_reports_json_and_names_bad_selections(setup, capsys: pytest.Capture
     assert "no record with an image and an id ending in '_nothing'" in capsys.readouterr().err
     with pytest.raises(DataError):
         measure_image_use(model_dir, data, images, id_suffix="_nothing")
+    if not torch.cuda.is_available():
+        assert main([*argv, "--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert main([*argv, "--device", "gpu"]) == 2
+    assert "device must be 'auto'" in capsys.readouterr().err
