@@ -34,6 +34,7 @@ from llava_demo.format_prompts import SHORT_ANSWER
 from trainer.atomic import emit_json_report
 from trainer.foundation.corpus import render_vicuna_v1
 from trainer.foundation.lm_reading import scene_views
+from trainer.llava.encode import IGNORE_INDEX
 from trainer.llava.eval_data import EvalDataError
 from trainer.synthworld.concepts import COLOR_NAMES, SHAPES
 from trainer.synthworld.scene_view import SceneView
@@ -192,7 +193,7 @@ class LookupBatcher:
     def batch(
         self, questions: Sequence[LookupQuestion], rng: random.Random
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
-        """inputs_embeds [B, T, H], labels [B, T] (-100 off the answer), mask [B, T], scored answer spans."""
+        """inputs_embeds [B, T, H], labels [B, T] (IGNORE_INDEX off the answer), mask [B, T], answer spans."""
         rows, labels, spans = [], [], []
         eos = [self.tokenizer.eos_token_id]
         for q in questions:
@@ -201,7 +202,10 @@ class LookupBatcher:
             rng.shuffle(objects)  # an image has no reading order
             ids_before, ids_after = torch.tensor(before), torch.tensor(after + answer + eos)
             vectors = torch.stack(
-                [object_vector(self.embedding.weight, self.word_ids, o[:2], self.norm) for o in objects]
+                [
+                    object_vector(self.embedding.weight, self.word_ids, (o.shape, o.colour), self.norm)
+                    for o in objects
+                ]
             )
             if self.layout == "grid":
                 noise = torch.randn(self.cells, self.cells, vectors.shape[1])
@@ -209,11 +213,11 @@ class LookupBatcher:
                 vectors = grid_tokens(vectors, [o.box for o in objects], noise)
             rows.append(torch.cat([self.embedding(ids_before), vectors, self.embedding(ids_after)]))
             start = len(before) + len(vectors) + len(after)
-            labels.append([-100] * start + answer + eos)
+            labels.append([IGNORE_INDEX] * start + answer + eos)
             spans.append((start, start + len(answer)))
         width = max(len(row) for row in rows)
         embeds = torch.zeros(len(rows), width, rows[0].shape[1])
-        target = torch.full((len(rows), width), -100, dtype=torch.long)
+        target = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
         mask = torch.zeros(len(rows), width, dtype=torch.long)
         for i, (row, label) in enumerate(zip(rows, labels)):
             embeds[i, : len(row)], target[i, : len(label)], mask[i, : len(row)] = row, torch.tensor(label), 1

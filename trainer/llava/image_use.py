@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             args.model, args.data, args.images, records=args.records, id_suffix=args.id_suffix,
             template=args.template, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
         )  # fmt: skip
-    except (DataError, ValueError) as exc:
+    except ValueError as exc:  # DataError (bad records) and an unknown or missing device
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
