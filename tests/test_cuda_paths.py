@@ -234,3 +234,28 @@ def test_local_backend_serves_the_embedded_model_in_bf16_on_cuda():
     finally:
         gpu.close()
         cpu.close()
+
+
+def test_image_use_on_cuda_matches_the_cpu_losses(tmp_path):
+    """``trainer.llava.image_use --device cuda`` (float32) measures the same answer losses as the CPU run: the
+    blank and swapped pixels are built on the host and moved with the batch, so the gaps must agree."""
+    from llava_fixtures import write_images
+    from tiny_llava import build_tiny_llava
+
+    from trainer.llava.image_use import measure_image_use
+
+    write_images(tmp_path / "images")
+    data = write_json(tmp_path / "data.json", stage2_records(copies=1))
+    model_dir = build_tiny_llava(tmp_path / "model")
+    runs = {
+        device: measure_image_use(
+            model_dir, data, tmp_path / "images", records=6, batch_size=4, device=device
+        )
+        for device in ("cpu", DEVICE)
+    }
+    cpu, gpu = runs["cpu"], runs[DEVICE]
+    print(f"\nimage use cpu {cpu.to_json()}\nimage use cuda {gpu.to_json()}")
+    assert gpu.records == cpu.records and gpu.supervised_tokens == cpu.supervised_tokens
+    for name in ("loss_right", "loss_blank", "loss_other"):
+        assert getattr(gpu, name) == pytest.approx(getattr(cpu, name), abs=2e-4), name
+    assert gpu.gap_blank == pytest.approx(cpu.gap_blank, abs=2e-4)
