@@ -10,7 +10,16 @@ import pytest
 import torch
 from transformers import CLIPVisionModel
 
-from trainer.foundation.clip_aux import PatchTokens, PatchWordHeads, caption_word_multi_hot
+from trainer.foundation.clip_aux import (
+    CODE_GROUPS,
+    CONCEPT_GROUPS,
+    PatchTokens,
+    PatchWordHeads,
+    caption_code,
+    caption_code_multi_hot,
+    caption_word_multi_hot,
+    patch_head_groups,
+)
 from trainer.foundation.convert_clip import convert_open_clip_dir
 from trainer.foundation.tiny_clip import TinyClipConfig, create_tiny_clip, save_open_clip_dir
 from trainer.foundation.tokenizer import save_tokenizer, train_tokenizer
@@ -22,6 +31,33 @@ def test_multi_hot_marks_every_named_word() -> None:
     hot = caption_word_multi_hot(["Red star and blue ring", "star icon", "IMG_1"], GROUPS)
     # columns: star ring square | red blue
     assert hot.tolist() == [[1, 1, 0, 1, 1], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]]
+
+
+def test_caption_code_takes_the_first_code_shaped_word() -> None:
+    assert caption_code("icon sign 8C collection simple DSC01158 sticker") == "8C"
+    assert caption_code("K7N sign and red star") == "K7N"
+    # too long, lower case, or characters codes never use (I and O are left out of the font's codes)
+    for caption in ("DSC01158 sign", "4k wallpaper", "IMG_3370 sign", "sign IO", "sign", ""):
+        assert caption_code(caption) is None, caption
+
+
+def test_code_multi_hot_marks_one_character_per_position() -> None:
+    hot = caption_code_multi_hot(["sign 8C", "road sign", "ZZ9 sign"])
+    width = 34  # CODE_CHARS: 0-9 and A-Z without I and O
+    assert hot.shape == (3, 3 * width) and len(CODE_GROUPS) == 3
+    assert hot[0].nonzero().flatten().tolist() == [8, width + 10 + 2]  # "8" first, "C" (third letter) second
+    assert hot[1].sum() == 0  # no code named: every position ignored
+    assert hot[2].nonzero().flatten().tolist() == [33, width + 33, 2 * width + 9]  # Z, Z, 9
+    assert caption_word_multi_hot(["sign 8C"], CONCEPT_GROUPS).sum() == 0  # codes are not concept words
+
+
+def test_patch_head_groups_weigh_codes_after_the_warm_up_only() -> None:
+    groups, weights, warmup = patch_head_groups(2.0, "shape")
+    assert list(groups) == [*CONCEPT_GROUPS, "code_1", "code_2", "code_3"]
+    assert weights == [1.0] * len(CONCEPT_GROUPS) + [2.0] * 3
+    assert warmup == [1.0 if name == "shape" else 0.0 for name in groups]
+    no_codes, weights, _ = patch_head_groups(0.0, "shape")
+    assert no_codes == CONCEPT_GROUPS and weights == [1.0] * len(CONCEPT_GROUPS)
 
 
 def test_patch_word_loss_is_max_pooled_multi_label_bce() -> None:

@@ -35,8 +35,10 @@ from trainer.foundation.clip_aux import (  # noqa: E402
     CaptionWordHeads,
     PatchTokens,
     PatchWordHeads,
+    caption_code_multi_hot,
     caption_word_multi_hot,
     caption_word_targets,
+    patch_head_groups,
 )
 from trainer.foundation.clip_data import (  # noqa: E402
     POOL_RELATIVE_PATH,
@@ -106,6 +108,10 @@ class ClipTrainConfig:
     # Weight of the patch-level caption-word heads (clip_aux.PatchWordHeads) on the layer LLaVA reads
     # (``PATCH_FEATURE_LAYER``); 0 disables them. They make the patch tokens say what is where (docs).
     patch_aux_weight: float = 1.0
+    # Weight, inside the patch heads, of the sign-code character groups (clip_aux.CODE_GROUPS; 0 leaves them
+    # out): contrastive captions give no reason to tell 2,000 distinct codes apart, so without them the
+    # tower's patches do not read sign text (docs/foundation_models.md, *Sign-code character heads*).
+    patch_code_weight: float = 1.0
     num_workers: int = 1
     torch_threads: int = 2
     # bf16 autocast for the matmuls (LayerNorm, softmax and the loss stay fp32): ~1.5x more steps per minute on
@@ -130,8 +136,10 @@ class ClipTrainConfig:
             raise ValueError(
                 "ClipTrainConfig: warmup_steps/val_count/num_workers must be >= 0, torch_threads >= 1"
             )
-        if self.aux_weight < 0 or self.patch_aux_weight < 0:
-            raise ValueError("ClipTrainConfig.aux_weight and patch_aux_weight must be >= 0")
+        if self.aux_weight < 0 or self.patch_aux_weight < 0 or self.patch_code_weight < 0:
+            raise ValueError(
+                "ClipTrainConfig.aux_weight, patch_aux_weight and patch_code_weight must be >= 0"
+            )
         if not 0 <= self.shape_warmup_fraction < 1:
             raise ValueError("ClipTrainConfig.shape_warmup_fraction must be in [0, 1)")
         if self.shape_warmup_fraction > 0 and self.aux_weight == 0:
@@ -239,9 +247,13 @@ def train_clip(
             where=f"{world / POOL_RELATIVE_PATH} (shape warm-up; set shape_warmup_fraction=0 to skip it)",
         )
     warmup_weights = [1.0 if name == SHAPE_GROUP else 0.0 for name in CONCEPT_GROUPS]
-    patch_heads = PatchWordHeads(model_cfg.vision_width, CONCEPT_GROUPS) if cfg.patch_aux_weight > 0 else None
+    patch_groups, patch_weights, patch_warmup_weights = patch_head_groups(cfg.patch_code_weight, SHAPE_GROUP)
+    patch_heads = PatchWordHeads(model_cfg.vision_width, patch_groups) if cfg.patch_aux_weight > 0 else None
     patch_tokens = None if patch_heads is None else PatchTokens(model.visual, PATCH_FEATURE_LAYER)
-    word_multi_hot = caption_word_multi_hot([p.caption for p in train_pairs], CONCEPT_GROUPS)
+    captions = [p.caption for p in train_pairs]
+    word_multi_hot = caption_word_multi_hot(captions, CONCEPT_GROUPS)
+    if len(patch_groups) > len(CONCEPT_GROUPS):
+        word_multi_hot = torch.cat([word_multi_hot, caption_code_multi_hot(captions)], dim=1)
     groups = param_groups(model, cfg.weight_decay, cfg.text_lr_scale)
     for extra in (heads, patch_heads):
         if extra is not None:
@@ -293,7 +305,9 @@ def train_clip(
         patch_aux = None
         if patch_heads is not None and patch_tokens is not None:
             patch_aux = patch_heads.loss(
-                patch_tokens.latest().float(), word_multi_hot[rows], warmup_weights if warming_up else None
+                patch_tokens.latest().float(),
+                word_multi_hot[rows],
+                patch_warmup_weights if warming_up else patch_weights,
             )
             loss = loss + cfg.patch_aux_weight * patch_aux
         if not torch.isfinite(loss):
@@ -395,6 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="patch-level caption-word head loss weight on the layer LLaVA reads (default 1; 0: off)",
     )
+    parser.add_argument(
+        "--patch-code-weight",
+        type=float,
+        default=None,
+        help="weight of the sign-code character groups inside the patch heads (default 1; 0: off)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default 2)")
     parser.add_argument(
         "--precision", choices=("auto", "bf16", "fp32"), default=None, help="matmul precision"
@@ -416,6 +436,7 @@ def config_from_args(args: argparse.Namespace) -> ClipTrainConfig:
         "aux_weight": args.aux_weight,
         "shape_warmup_fraction": args.shape_warmup_fraction,
         "patch_aux_weight": args.patch_aux_weight,
+        "patch_code_weight": args.patch_code_weight,
         "precision": args.precision,
     }
     return replace(cfg, seed=args.seed, **{k: v for k, v in overrides.items() if v is not None})
