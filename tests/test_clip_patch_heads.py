@@ -100,3 +100,23 @@ def test_patch_tokens_are_the_tokens_llava_reads(tmp_path: Path) -> None:
     keeper.remove()
     with pytest.raises(RuntimeError, match="before any forward"):
         PatchTokens(model.visual, -2).latest()
+
+
+def test_code_groups_join_the_patch_loss_at_their_weight() -> None:
+    """With zero weights every logit is 0, so each word of a named group costs log 2: the concept groups
+    the caption names count once, each named code position ``code_weight`` times."""
+    groups, weights, warmup = patch_head_groups(2.0, "shape")
+    heads = PatchWordHeads(width=4, groups=groups)
+    with torch.no_grad():
+        heads.linear.weight.zero_()
+        heads.linear.bias.zero_()
+    captions = ["red star sign 8C"]
+    targets = torch.cat(
+        [caption_word_multi_hot(captions, CONCEPT_GROUPS), caption_code_multi_hot(captions)], 1
+    )
+    tokens = torch.randn(1, 3, 4)
+    concept = (len(CONCEPT_GROUPS["shape"]) + len(CONCEPT_GROUPS["color"])) * math.log(2.0)
+    codes = 2 * len(CODE_GROUPS["code_1"]) * math.log(2.0)  # "8" and "C": positions 1 and 2 named
+    assert heads.loss(tokens, targets, weights).item() == pytest.approx(concept + 2.0 * codes, rel=1e-5)
+    shape_only = len(CONCEPT_GROUPS["shape"]) * math.log(2.0)
+    assert heads.loss(tokens, targets, warmup).item() == pytest.approx(shape_only, rel=1e-5)

@@ -109,9 +109,10 @@ class ClipTrainConfig:
     # (``PATCH_FEATURE_LAYER``); 0 disables them. They make the patch tokens say what is where (docs).
     patch_aux_weight: float = 1.0
     # Weight, inside the patch heads, of the sign-code character groups (clip_aux.CODE_GROUPS; 0 leaves them
-    # out): contrastive captions give no reason to tell 2,000 distinct codes apart, so without them the
-    # tower's patches do not read sign text (docs/foundation_models.md, *Sign-code character heads*).
-    patch_code_weight: float = 1.0
+    # out). Contrastive captions give no reason to tell 2,000 distinct codes apart, and the committed tower's
+    # patches do not read sign text; these groups were tried against that and measured not to help within
+    # the CPU budget (docs/foundation_models.md, *Sign-code character heads*), so they are off by default.
+    patch_code_weight: float = 0.0
     num_workers: int = 1
     torch_threads: int = 2
     # bf16 autocast for the matmuls (LayerNorm, softmax and the loss stay fp32): ~1.5x more steps per minute on
@@ -413,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--patch-code-weight",
         type=float,
         default=None,
-        help="weight of the sign-code character groups inside the patch heads (default 1; 0: off)",
+        help="weight of the sign-code character groups inside the patch heads (default 0: off)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default 2)")
     parser.add_argument(
