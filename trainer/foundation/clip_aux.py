@@ -64,7 +64,7 @@ def caption_code_multi_hot(captions: Sequence[str]) -> torch.Tensor:
 
 
 def patch_head_groups(
-    code_weight: float, warmup_group: str = "shape"
+    code_weight: float, warmup_group: str
 ) -> tuple[dict[str, tuple[str, ...]], list[float], list[float]]:
     """The patch heads' groups (``CONCEPT_GROUPS``, then ``CODE_GROUPS`` unless ``code_weight`` is 0), their
     weights after the warm-up (1 per concept group, ``code_weight`` per code position) and during it (only
