@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from llava_demo.ui.app_args import parse_settings
+from app_shell.args import parse_settings
 
 EXIT_STARTUP_ERROR = 2
 
@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning(
             "listening on %s: anyone who can reach port %d can use the app", settings.host, settings.port
         )
-    from llava_demo.ui.shell import TabLoadError, build_app, close_tabs, launch, make_tabs, run_startup
+    from app_shell.shell import TabLoadError, build_app, close_tabs, launch, make_tabs, run_startup
 
     try:
         tabs = make_tabs(settings)

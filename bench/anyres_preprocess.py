@@ -25,9 +25,9 @@ import PIL.Image
 import torch
 from tqdm import tqdm
 
-from llava_demo.anyres import AnyResConfig, parse_size, transformers_image_processor_kwargs
-from llava_demo.anyres_pixels import PixelConfig, preprocess
-from trainer.atomic import atomic_write_json
+from vision_common.anyres.geometry import AnyResConfig, parse_size, transformers_image_processor_kwargs
+from vision_common.anyres.pixels import PixelConfig, preprocess
+from vision_common.atomic import atomic_write_json
 
 
 def synthetic_photo(width: int, height: int, seed: int = 0) -> PIL.Image.Image:

@@ -25,8 +25,8 @@ class ModelChoice:
 
 def pick_model(requested: str | None, scratch: Path) -> ModelChoice:
     """``requested``, else the embedded model when built, else a tiny random LLaVA-NeXT built in ``scratch``."""
-    from llava_demo.server import StartupError, check_local_model
-    from llava_demo.server_config import DEFAULT_MODEL
+    from llava_demo.server.cli import StartupError, check_local_model
+    from llava_demo.server.config import DEFAULT_MODEL
 
     if requested:
         return ModelChoice(requested, f"model given: {requested}")

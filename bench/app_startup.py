@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result, indent=1))
     if args.out:
         sys.path.insert(0, str(ROOT))
-        from trainer.atomic import atomic_write_json
+        from vision_common.atomic import atomic_write_json
 
         atomic_write_json(args.out, result)
     return 0

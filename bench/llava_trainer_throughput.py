@@ -40,7 +40,6 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from trainer.atomic import atomic_write_json
 from trainer.llava.assemble import AssemblyError, LlavaParts, load_llava
 from trainer.llava.config import PRESETS, ConfigError, StageConfig, stage_preset
 from trainer.llava.data import DataError, LlavaDataset
@@ -49,6 +48,7 @@ from trainer.llava.train import build_job, dataset_for
 from trainer.runtime.data_order import DataOrder, DataPosition
 from trainer.runtime.loop import METRICS_NAME, TrainJob, make_accelerator, run_training
 from trainer.runtime.schedule import build_optimizer
+from vision_common.atomic import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "assets" / "models" / "synthworld-llava-next"

@@ -26,15 +26,15 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from react_explorer.encoders import ClipEncoder, load_encoder  # noqa: E402
-from react_explorer.image_batches import iter_image_batches  # noqa: E402
-from react_explorer.model_spec import DEFAULT_MODEL_DIR, parse_model_spec  # noqa: E402
-from react_explorer.pool_readers import read_pool  # noqa: E402
+from react_explorer.embedding.encoders import ClipEncoder, load_encoder  # noqa: E402
+from react_explorer.embedding.image_batches import iter_image_batches  # noqa: E402
+from react_explorer.embedding.model_spec import DEFAULT_MODEL_DIR, parse_model_spec  # noqa: E402
+from react_explorer.embedding.pool_readers import read_pool  # noqa: E402
 
 
 def random_default_encoder(captions: list[str]) -> ClipEncoder:
-    from trainer.foundation.tiny_clip import TinyClipConfig, create_tiny_clip
     from trainer.foundation.tokenizer import save_tokenizer, train_tokenizer
+    from vision_common.tiny_clip import TinyClipConfig, create_tiny_clip
 
     tokenizer_dir = Path(tempfile.mkdtemp(prefix="react_embed_tok_"))
     save_tokenizer(train_tokenizer(captions, vocab_size=2048), tokenizer_dir)

@@ -37,9 +37,9 @@ import pyarrow as pa  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from react_explorer.embedding_shards import open_embedding_shards, write_embedding_shard  # noqa: E402
-from react_explorer.index import ClipIndex  # noqa: E402
-from react_explorer.retrieval import recall_at_k  # noqa: E402
+from react_explorer.index.clip_index import ClipIndex  # noqa: E402
+from react_explorer.index.shards import open_embedding_shards, write_embedding_shard  # noqa: E402
+from react_explorer.retrieval.algorithms import recall_at_k  # noqa: E402
 
 # A child that runs a module and reports its own peak RSS (ru_maxrss, KiB on Linux) on stderr.
 RSS_WRAPPER = (
@@ -128,7 +128,7 @@ def exact_part(args: argparse.Namespace, work: Path, emb: Path) -> dict:
 
 
 def build_child(emb: Path, out: Path, extra: list[str]) -> dict:
-    command = [sys.executable, "-c", RSS_WRAPPER, "react_explorer.build_index", "--pool", str(emb), "--out", str(out),
+    command = [sys.executable, "-c", RSS_WRAPPER, "react_explorer.cli.build_index", "--pool", str(emb), "--out", str(out),
                "--modalities", "image", "--no-progress", *extra]  # fmt: skip
     started = time.perf_counter()
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)

@@ -29,11 +29,11 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from react_explorer.class_retrieval import RetrievalConfig, retrieve_classes  # noqa: E402
-from react_explorer.encoders import load_encoder  # noqa: E402
-from react_explorer.index import ClipIndex  # noqa: E402
-from react_explorer.model_spec import parse_model_spec  # noqa: E402
-from react_explorer.templates import load_templates, read_class_file  # noqa: E402
+from react_explorer.embedding.encoders import load_encoder  # noqa: E402
+from react_explorer.embedding.model_spec import parse_model_spec  # noqa: E402
+from react_explorer.index.clip_index import ClipIndex  # noqa: E402
+from react_explorer.retrieval.class_queries import RetrievalConfig, retrieve_classes  # noqa: E402
+from react_explorer.retrieval.prompt_templates import load_templates, read_class_file  # noqa: E402
 
 TRUTH_FIELD = {"species": "species", "shapes": "shape", "colors": "color"}
 

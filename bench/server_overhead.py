@@ -1,4 +1,4 @@
-"""Server overhead: time-to-first-token and decode tokens/s through ``llava_demo.server`` (official ``openai``
+"""Server overhead: time-to-first-token and decode tokens/s through ``llava_demo.server.cli`` (official ``openai``
 client, streaming) against the in-process local backend, on the same checkpoint in the same run.
 
     python bench/server_overhead.py                       # random LLaVA-NeXT (hidden 256, 4 layers), CPU
@@ -105,7 +105,7 @@ def start_server_process(model: str, threads: int, interval_ms: float) -> tuple[
     command = [
         sys.executable,
         "-m",
-        "llava_demo.server",
+        "llava_demo.server.cli",
         "--model",
         model,
         "--port",
@@ -190,7 +190,7 @@ def main() -> int:
 
     from llava_demo.backends import SamplingParams
     from llava_demo.backends.local import LocalBackend, LocalBackendConfig
-    from llava_demo.conversation import Conversation, Message
+    from vision_common.chat.conversation import Conversation, Message
 
     torch.set_num_threads(args.threads)
     model = args.model or build_random_model(args.hidden, args.layers)
@@ -215,9 +215,9 @@ def main() -> int:
     process = None
     server = None
     if args.in_thread:
-        from llava_demo.server_app import create_app
-        from llava_demo.server_config import ServerConfig
-        from llava_demo.server_thread import BackgroundServer
+        from llava_demo.server.app import create_app
+        from llava_demo.server.config import ServerConfig
+        from llava_demo.server.thread import BackgroundServer
 
         server = BackgroundServer(
             create_app(backend, ServerConfig(port=0, stream_interval_ms=args.stream_interval_ms))
@@ -280,7 +280,7 @@ def main() -> int:
         f"(best run): TTFT {100 * best_ttft:+.1f}%, tokens/s {100 * best_rate:+.1f}%  (goal <= 20%)"
     )
     if args.json:
-        from trainer.atomic import atomic_write_json
+        from vision_common.atomic import atomic_write_json
 
         result = {
             "model": model,

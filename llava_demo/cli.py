@@ -24,13 +24,13 @@ from llava_demo.backends.base import (
     CancelToken,
     ChatBackend,
     SamplingParams,
-    make_backend,
 )
-from llava_demo.conversation import Conversation
-from llava_demo.image_input import ImageInputError, ImageLimits, LoadedImage, load_image
-from llava_demo.server import StartupError, check_local_model, remote_backend_options
-from llava_demo.server_config import DEFAULT_MODEL
-from llava_demo.templates import UnknownTemplateError, get_template
+from llava_demo.backends.factory import make_backend
+from llava_demo.server.cli import StartupError, check_local_model, remote_backend_options
+from llava_demo.server.config import DEFAULT_MODEL
+from vision_common.chat.conversation import Conversation
+from vision_common.chat.templates import UnknownTemplateError, get_template
+from vision_common.images.load import ImageInputError, ImageLimits, LoadedImage, load_image
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 HELP_TEXT = "commands: /image PATH (attach to the next message), /reset, /quit; Ctrl-C stops an answer"

@@ -23,15 +23,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from llava_demo.templates import UnknownTemplateError, get_template
+from vision_common.chat.templates import UnknownTemplateError, get_template
+from vision_common.paths import PROJECT_ROOT  # local preset paths are relative to the project root
 
 Backend = Literal["transformers", "sglang"]
 BACKENDS: tuple[Backend, ...] = ("transformers", "sglang")
 Source = Literal["hub", "local"]
 SOURCES: tuple[Source, ...] = ("hub", "local")
 DEFAULT_PRESETS_PATH = Path(__file__).with_name("presets.json")
-# Local preset paths are relative to the project root (the directory that holds this package).
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
 PRESETS_FORMAT_VERSION = 1
 # "owner/name" with Hugging Face's allowed characters; a path with more components is a path.
 HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")

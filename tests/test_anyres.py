@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from llava_demo.anyres import (
+from llava_demo.anyres import main
+from vision_common.anyres.geometry import (
     AnyResConfig,
     Box,
     FeatureShape,
@@ -18,7 +19,6 @@ from llava_demo.anyres import (
     base_tokens,
     content_box,
     grid_shape,
-    main,
     num_image_tokens,
     plan,
     resized_size_for_fit,
@@ -267,7 +267,7 @@ def test_cli_bad_args(argv, message, capsys):
 
 def test_cli_module_entry_point():
     done = subprocess.run(
-        [sys.executable, "-m", "llava_demo.anyres", "--size", "800x600", "--json"],
+        [sys.executable, "-m", "vision_common.anyres.geometry", "--size", "800x600", "--json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -275,6 +275,8 @@ def test_cli_module_entry_point():
     )
     assert json.loads(done.stdout)["num_image_tokens"] == 2340
     bad = subprocess.run(
-        [sys.executable, "-m", "llava_demo.anyres", "--size", "12"], capture_output=True, text=True
+        [sys.executable, "-m", "vision_common.anyres.geometry", "--size", "12"],
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode == 2 and "--size must be WxH with positive integers, got '12'" in bad.stderr

@@ -1,4 +1,4 @@
-"""Parity of llava_demo.anyres / anyres_pixels with transformers 5.x LLaVA-NeXT, built in-process (offline).
+"""Parity of vision_common.anyres.geometry / anyres_pixels with transformers 5.x LLaVA-NeXT, built in-process (offline).
 
 * token counts == the number of ``<image>`` tokens ``LlavaNextProcessor`` inserts (CLIP: "default" strategy,
   num_additional_image_tokens=1), over 120+ sizes, full 336/14 config and the tiny 32/8 one;
@@ -28,14 +28,14 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from llava_demo.anyres import (
+from vision_common.anyres.geometry import (
     AnyResConfig,
     num_image_tokens,
     plan,
     transformers_image_processor_kwargs,
     transformers_pinpoints,
 )
-from llava_demo.anyres_pixels import PixelConfig, batch_for_model, preprocess
+from vision_common.anyres.pixels import PixelConfig, batch_for_model, preprocess
 
 ATOL = 1e-5
 TINY = AnyResConfig.tiny()

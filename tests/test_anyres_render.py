@@ -8,9 +8,9 @@ import PIL.Image
 import pytest
 import torch
 
-from llava_demo.anyres import AnyResConfig, plan
-from llava_demo.anyres_pixels import PixelConfig, preprocess
-from llava_demo.anyres_render import (
+from vision_common.anyres.geometry import AnyResConfig, plan
+from vision_common.anyres.pixels import PixelConfig, preprocess
+from vision_common.anyres.render import (
     BASE_BORDER,
     CAPTION_HEIGHT,
     GAP,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llava_demo.ui.app_args import ENV_OPTIONS, parse_settings
+from app_shell.args import ENV_OPTIONS, parse_settings
 from llava_demo.ui.settings import AppSettings, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,7 +114,7 @@ def test_help_documents_every_flag_and_variable_and_does_not_import_gradio():
         [
             sys.executable,
             "-c",
-            "import sys; from llava_demo.ui.app_args import parse_settings; parse_settings([]); "
+            "import sys; from app_shell.args import parse_settings; parse_settings([]); "
             "print('gradio' in sys.modules)",
         ],
         cwd=ROOT,

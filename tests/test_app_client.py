@@ -17,14 +17,14 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from tiny_llava import build_tiny_llava
 
+from app_shell.shell import TabLoadError, build_app, launch, make_tabs
 from llava_demo.backends.base import SamplingParams
-from llava_demo.conversation import Conversation
 from llava_demo.ui.chat_handlers import ChatHandlers
 from llava_demo.ui.chat_services import ChatServices
 from llava_demo.ui.chat_state import FREE_FORM, ChatState
 from llava_demo.ui.chat_tab import tab_from_services
 from llava_demo.ui.settings import AppSettings
-from llava_demo.ui.shell import TabLoadError, build_app, launch, make_tabs
+from vision_common.chat.conversation import Conversation
 
 QUESTION = "What is in the picture?"
 # Gradio 6.31 queueing calls pandas options that pandas 3 deprecates (gradio.md §12): harmless here.

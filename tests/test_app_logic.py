@@ -14,12 +14,8 @@ import pytest
 from PIL import Image
 from test_server_fakes import FakeBackend
 
-from llava_demo.anyres import AnyResConfig, num_image_tokens
 from llava_demo.backends.base import BackendUnavailable, CancelToken, SamplingParams, Usage, collect
 from llava_demo.backends.local_prompt import ImageTokenCounter
-from llava_demo.conversation import Conversation
-from llava_demo.format_prompts import SHORT_ANSWER
-from llava_demo.image_input import ImageLimits
 from llava_demo.ui import chat_state as cs
 from llava_demo.ui.anyres_panel import anyres_view, counter_for
 from llava_demo.ui.backend_pool import BackendPool, ModelUnavailableError
@@ -29,7 +25,11 @@ from llava_demo.ui.generations import GenerationJob, Outcome, SessionBusyError, 
 from llava_demo.ui.model_choices import find_local_checkpoints, local_model_choices
 from llava_demo.ui.paced_backend import PacedBackend
 from llava_demo.ui.settings import AppSettings
-from llava_demo.ui.zerogpu import gpu_decorator
+from vision_common.anyres.geometry import AnyResConfig, num_image_tokens
+from vision_common.chat.conversation import Conversation
+from vision_common.chat.format_prompts import SHORT_ANSWER
+from vision_common.images.load import ImageLimits
+from vision_common.zerogpu import gpu_decorator
 
 SLOW_TOKENS = tuple(f" t{i}" for i in range(200))
 

@@ -12,7 +12,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from llava_demo.ui import space_files
+from app_shell import space_files
 
 pytestmark = pytest.mark.skipif(
     sys.version_info < (3, 11), reason="tomllib (Python 3.11+) reads pyproject.toml"
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_requirements_txt_is_the_pyproject_dependency_list():
     committed = (ROOT / "requirements.txt").read_text(encoding="utf-8")
     assert committed == space_files.requirements_text(), (
-        "run: python -m llava_demo.ui.space_files --write-requirements"
+        "run: python -m app_shell.space_files --write-requirements"
     )
     listed = [Requirement(line) for line in committed.splitlines() if line and not line.startswith("#")]
     assert [str(r) for r in listed] == [str(Requirement(d)) for d in space_files.project_dependencies()]

@@ -8,14 +8,14 @@ import os
 
 import pytest
 
-from trainer.atomic import (
+from vision_common.atomic import (
     OutputNotWritableError,
     atomic_directory,
     atomic_write_json,
     atomic_write_text,
     emit_json_report,
 )
-from trainer.manifest import build_manifest, verify_manifest
+from vision_common.manifest import build_manifest, verify_manifest
 
 
 def test_emit_json_report_writes_and_prints_only_when_asked(tmp_path, capsys):

@@ -21,7 +21,7 @@ from llava_demo.backends import (
 )
 from llava_demo.backends.local_device import pick_device_and_dtype
 from llava_demo.backends.stop_strings import StopStringFilter, find_stop, held_back_length
-from llava_demo.conversation import Conversation
+from vision_common.chat.conversation import Conversation
 
 
 def test_sampling_defaults_are_the_llava_demo_ones_and_tiny_is_greedy():

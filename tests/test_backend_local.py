@@ -17,7 +17,6 @@ import torch
 from PIL import Image
 from tiny_llava import TINY_ANYRES, build_tiny_llava
 
-from llava_demo.anyres import num_image_tokens
 from llava_demo.backends import (
     BackendError,
     BackendUnavailable,
@@ -31,7 +30,8 @@ from llava_demo.backends import (
     make_backend,
 )
 from llava_demo.backends.local import LocalBackend, LocalBackendConfig
-from llava_demo.conversation import Conversation
+from vision_common.anyres.geometry import num_image_tokens
+from vision_common.chat.conversation import Conversation
 
 GREEDY = SamplingParams.tiny(max_new_tokens=12)
 

@@ -27,8 +27,8 @@ from llava_demo.backends import (
 )
 from llava_demo.backends.openai_compat import OpenAICompatBackend, OpenAICompatConfig, normalise_base_url
 from llava_demo.backends.sse import iter_sse_data, parse_chunk
-from llava_demo.conversation import Conversation
-from llava_demo.image_input import to_data_url
+from vision_common.chat.conversation import Conversation
+from vision_common.images.load import to_data_url
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from PIL import Image
 from llava_demo.backends import BackendUnavailable, make_backend
 from llava_demo.backends.sglang import SGLangBackendConfig
 from llava_demo.backends.sglang_launch import SGLangLaunchConfig, build_launch_argv, pick_port
-from llava_demo.conversation import Conversation
 from llava_demo.presets import load_presets, resolve_model
+from vision_common.chat.conversation import Conversation
 
 # The fake server script runs where "python -m sglang.launch_server" would.
 FAKE = (sys.executable, fake_openai_server.__file__)

@@ -17,9 +17,9 @@ from tiny_llava import build_tiny_llava
 
 from llava_demo import cli
 from llava_demo.backends.base import BackendUnavailable, SamplingParams
-from llava_demo.conversation import Conversation, Message
-from llava_demo.image_input import ImageLimits
-from llava_demo.server import StartupError, check_local_model
+from llava_demo.server.cli import StartupError, check_local_model
+from vision_common.chat.conversation import Conversation, Message
+from vision_common.images.load import ImageLimits
 
 ROOT = Path(__file__).resolve().parent.parent
 

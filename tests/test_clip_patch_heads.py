@@ -21,8 +21,8 @@ from trainer.foundation.clip_aux import (
     patch_head_groups,
 )
 from trainer.foundation.convert_clip import convert_open_clip_dir
-from trainer.foundation.tiny_clip import TinyClipConfig, create_tiny_clip, save_open_clip_dir
 from trainer.foundation.tokenizer import save_tokenizer, train_tokenizer
+from vision_common.tiny_clip import TinyClipConfig, create_tiny_clip, save_open_clip_dir
 
 GROUPS = {"shape": ("star", "ring", "square"), "color": ("red", "blue")}
 

@@ -22,13 +22,13 @@ from trainer.foundation.convert_clip import (
     hf_vision_config_dict,
     main,
 )
-from trainer.foundation.tiny_clip import (
+from trainer.foundation.tokenizer import save_tokenizer, train_tokenizer
+from vision_common.tiny_clip import (
     OPEN_CLIP_CONFIG_NAME,
     TinyClipConfig,
     create_tiny_clip,
     save_open_clip_dir,
 )
-from trainer.foundation.tokenizer import save_tokenizer, train_tokenizer
 
 logging.getLogger().setLevel(logging.ERROR)
 hf_logging.set_verbosity_error()

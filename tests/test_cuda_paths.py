@@ -91,9 +91,9 @@ def _real_size_parts(tokenizer, layers: int):
     """A LLaVA-NeXT with real shapes and random weights: CLIP ViT-L/14-336 and Vicuna-7B-wide layers."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextForConditionalGeneration
 
-    from llava_demo.anyres_pixels import CLIP_MEAN, CLIP_STD
     from trainer.llava.assemble import LlavaParts, anyres_for_tower, build_llava_config, build_processor
     from trainer.llava.config import ArchitectureConfig
+    from vision_common.anyres.pixels import CLIP_MEAN, CLIP_STD
 
     vision = CLIPVisionConfig(**VISION_SHAPES)
     text = LlamaConfig(
@@ -125,11 +125,11 @@ def _scene(size: tuple[int, int], seed: int) -> Image.Image:
 def test_real_size_llava_next_trains_a_bf16_step_on_cuda(tmp_path):
     from dataclasses import replace
 
-    from llava_demo.anyres import AnyResConfig, num_image_tokens
     from trainer.llava.config import stage_preset
     from trainer.llava.stages import compute_loss, set_train_mode
     from trainer.llava.train import build_job, dataset_for
     from trainer.runtime.loop import make_accelerator
+    from vision_common.anyres.geometry import AnyResConfig, num_image_tokens
 
     tokenizer = tiny_tokenizer()
     parts = _real_size_parts(tokenizer, layers=2)
@@ -212,7 +212,7 @@ def test_real_size_llava_next_trains_a_bf16_step_on_cuda(tmp_path):
 def test_local_backend_serves_the_embedded_model_in_bf16_on_cuda():
     from llava_demo.backends.base import SamplingParams
     from llava_demo.backends.local import LocalBackend, LocalBackendConfig
-    from llava_demo.conversation import Conversation
+    from vision_common.chat.conversation import Conversation
 
     examples = REPO / "assets" / "synthworld" / "examples"
     image = Image.open(examples / "scene_0.png").convert("RGB")
@@ -237,12 +237,12 @@ def test_local_backend_serves_the_embedded_model_in_bf16_on_cuda():
 
 
 def test_image_use_on_cuda_matches_the_cpu_losses(tmp_path):
-    """``trainer.llava.image_use --device cuda`` (float32) measures the same answer losses as the CPU run: the
+    """``trainer.probes.image_use --device cuda`` (float32) measures the same answer losses as the CPU run: the
     blank and swapped pixels are built on the host and moved with the batch, so the gaps must agree."""
     from llava_fixtures import write_images
     from tiny_llava import build_tiny_llava
 
-    from trainer.llava.image_use import measure_image_use
+    from trainer.probes.image_use import measure_image_use
 
     write_images(tmp_path / "images")
     data = write_json(tmp_path / "data.json", stage2_records(copies=1))

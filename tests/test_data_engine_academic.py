@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from test_data_engine_fixtures import write_coco_sample
 
-from llava_demo.format_prompts import MULTIPLE_CHOICE, SHORT_ANSWER, YES_NO
 from trainer.data_engine import BuildConfig, RuleTeacher
 from trainer.data_engine.academic import (
     AcademicConfig,
@@ -24,6 +23,7 @@ from trainer.data_engine.build import build_records, teacher_context
 from trainer.data_engine.cli import main
 from trainer.data_engine.coco import load_coco
 from trainer.synthworld.questions import QA, SceneObject, SceneView
+from vision_common.chat.format_prompts import MULTIPLE_CHOICE, SHORT_ANSWER, YES_NO
 
 FORMAT_LINES = (SHORT_ANSWER, YES_NO, MULTIPLE_CHOICE)
 

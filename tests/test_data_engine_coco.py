@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from test_data_engine_fixtures import write_coco_sample
 
-from trainer.atomic import OutputNotWritableError
 from trainer.data_engine import BuildConfig, RuleTeacher, build_instruction_data, build_stage1_data
 from trainer.data_engine.coco import CocoFormatError, find_coco_files, load_coco
+from vision_common.atomic import OutputNotWritableError
 
 
 def test_real_coco_sample_joins_per_image(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from test_data_engine_fixtures import COCO_CAPTIONS, write_coco_sample
 
-from llava_demo.format_prompts import MULTIPLE_CHOICE, SHORT_ANSWER
 from trainer.data_engine import BuildConfig, RuleTeacher, build_instruction_data, build_stage1_data
 from trainer.data_engine.build import build_records, teacher_context
 from trainer.data_engine.cli import main
@@ -18,6 +17,7 @@ from trainer.data_engine.instructions import BRIEF_INSTRUCTIONS, DETAIL_INSTRUCT
 from trainer.data_engine.schema import validate_records
 from trainer.data_engine.teachers import ResponseType
 from trainer.synthworld.concepts import COLOR_NAMES, PATTERNS
+from vision_common.chat.format_prompts import MULTIPLE_CHOICE, SHORT_ANSWER
 
 QUIET = BuildConfig(show_progress=False)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.llava.eval_answers import (
+from trainer.llava.eval.answers import (
     answers_match,
     extract_choice,
     is_explicit_yes_no,

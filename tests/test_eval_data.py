@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.llava.eval_data import (
+from trainer.llava.eval.data import (
     EvalDataError,
     EvalItem,
     distinct_images,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.llava.eval_metrics import (
+from trainer.llava.eval.metrics import (
     BinaryScores,
     accuracy,
     accuracy_by_category,

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from trainer import eval as eval_cli
-from trainer.llava.eval_data import EvalItem, load_eval_sets, load_image, select_items
-from trainer.llava.eval_run import (
+from trainer.llava.eval.data import EvalItem, load_eval_sets, load_image, select_items
+from trainer.llava.eval.run import (
     AnswerError,
     BackendAnswerer,
     EvalConfig,
@@ -214,7 +214,7 @@ def test_missing_embedded_model_says_how_to_build_it() -> None:
 
     if Path(resolve_model(eval_cli.DEFAULT_MODEL_PRESET).checkpoint).is_dir():
         pytest.skip("the embedded model is built")
-    with pytest.raises(eval_cli.EvalCliError, match="not built yet.*trainer.recipe"):
+    with pytest.raises(eval_cli.EvalCliError, match="not built yet.*trainer.recipes.foundation"):
         eval_cli.resolve_checkpoint(eval_cli.DEFAULT_MODEL_PRESET)
 
 
@@ -241,10 +241,10 @@ def test_tiny_llava_through_the_local_backend(tiny_world: Path, tmp_path: Path) 
 def test_default_world_is_generated_once_when_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import trainer.recipe
+    import trainer.recipes.foundation
 
     target = tmp_path / "cache" / "tiny-seed0"
-    monkeypatch.setattr(trainer.recipe, "world_cache_dir", lambda preset, seed: target)
+    monkeypatch.setattr(trainer.recipes.foundation, "world_cache_dir", lambda preset, seed: target)
     monkeypatch.setattr(eval_cli, "DEFAULT_WORLD_PRESET", "tiny")
     assert eval_cli.default_world() == target
     assert "is missing; generating it" in capsys.readouterr().err

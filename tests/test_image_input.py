@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llava_demo.image_input import (
+from vision_common.images.load import (
     ImageInputError,
     ImageLimits,
     LoadedImage,
@@ -26,7 +26,7 @@ from llava_demo.image_input import (
     main,
     to_data_url,
 )
-from llava_demo.image_modes import uint16_to_uint8
+from vision_common.images.modes import uint16_to_uint8
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 

@@ -7,14 +7,14 @@ import pytest
 import torch
 from llava_fixtures import stage2_records, tiny_tokenizer, write_images, write_json
 
-from llava_demo.anyres import AnyResConfig
-from llava_demo.anyres_pixels import PixelConfig
-from llava_demo.conversation import Conversation, Message, from_llava_turns
-from llava_demo.templates import TEMPLATES, render
 from trainer.llava.collate import LlavaCollator
 from trainer.llava.data import DataError, load_dataset
 from trainer.llava.encode import IGNORE_INDEX, EncodingError, encode_prompt
 from trainer.llava.sampler import length_grouped_batches, padding_fraction
+from vision_common.anyres.geometry import AnyResConfig
+from vision_common.anyres.pixels import PixelConfig
+from vision_common.chat.conversation import Conversation, Message, from_llava_turns
+from vision_common.chat.templates import TEMPLATES, render
 
 IMAGE_ID = 4
 
@@ -119,7 +119,7 @@ def test_dataset_matches_llava_next_processor_exactly(tmp_path, images, tok):
     """input_ids (with AnyRes expansion) and pixel_values equal transformers' LlavaNextProcessor output."""
     from transformers import LlavaNextImageProcessor, LlavaNextProcessor
 
-    from llava_demo.anyres import transformers_image_processor_kwargs
+    from vision_common.anyres.geometry import transformers_image_processor_kwargs
 
     cfg = AnyResConfig.tiny()
     processor = LlavaNextProcessor(

@@ -10,11 +10,11 @@ import torch
 from llava_fixtures import stage2_records, write_images, write_json
 from tiny_llava import build_tiny_llava
 
-from llava_demo.anyres_pixels import preprocess
 from trainer.llava.assemble import anyres_of, load_llava, pixel_config_of
 from trainer.llava.data import DataError, LlavaDataset, prepare_samples, read_records, validate_all
-from trainer.llava.eval_data import evenly_spaced
-from trainer.llava.image_use import main, measure_image_use, swapped_items
+from trainer.llava.eval.data import evenly_spaced
+from trainer.probes.image_use import main, measure_image_use, swapped_items
+from vision_common.anyres.pixels import preprocess
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.foundation.lm_reading import (
+from trainer.foundation.tokenizer import train_tokenizer
+from trainer.llava.eval.data import EvalDataError, EvalItem
+from trainer.probes.lm_reading import (
     answer_correct,
     build_prompt,
     main,
     run_reading_probe,
     scene_views,
 )
-from trainer.foundation.tokenizer import train_tokenizer
-from trainer.llava.eval_data import EvalDataError, EvalItem
 from trainer.synthworld.scene_text import scene_description
 from trainer.synthworld.scene_view import SceneObject, SceneView
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from llava_demo.format_prompts import SHORT_ANSWER
 from trainer.foundation.corpus import render_vicuna_v1
-from trainer.foundation.lookup_probe import (
+from trainer.foundation.tokenizer import train_tokenizer
+from trainer.probes.lookup_probe import (
     LookupBatcher,
     LookupObject,
     LookupProbeConfig,
@@ -26,9 +26,9 @@ from trainer.foundation.lookup_probe import (
     scene_objects,
     score,
 )
-from trainer.foundation.tokenizer import train_tokenizer
 from trainer.synthworld.concepts import COLOR_NAMES, SHAPES
 from trainer.synthworld.scene_view import SceneObject, SceneView
+from vision_common.chat.format_prompts import SHORT_ANSWER
 
 
 @pytest.fixture(scope="module")

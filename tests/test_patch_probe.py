@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from trainer.foundation.patch_probe import (
+from trainer.probes.patch_probe import (
     ProbeDataError,
     ProbeObject,
     canvas_tokens,

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from llava_demo.conversation import Conversation
 from llava_demo.presets import (
     DEFAULT_PRESETS_PATH,
     PROJECT_ROOT,
@@ -19,7 +18,8 @@ from llava_demo.presets import (
     main,
     resolve_model,
 )
-from llava_demo.templates import UnknownTemplateError, get_template, render
+from vision_common.chat.conversation import Conversation
+from vision_common.chat.templates import UnknownTemplateError, get_template, render
 
 # Hand-written expectations from the task and serving.md §2 (checkpoint, template, backend, SGLang template).
 EXPECTED = {

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from test_react_support import save_random_tiny_clip, write_toy_pool
 
-from react_explorer.build_index import main as build_main
-from react_explorer.embedding_shards import open_embedding_shards
-from react_explorer.index import ClipIndex
+from react_explorer.cli.build_index import main as build_main
+from react_explorer.index.clip_index import ClipIndex
+from react_explorer.index.shards import open_embedding_shards
 
 REPO = Path(__file__).resolve().parent.parent
 POOL_SIZE = 21  # odd on purpose: the ranks get 11 and 10 rows
@@ -37,7 +37,7 @@ def test_two_process_build_equals_single_process(tmp_path):
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "--main_process_port", str(free_port()),
-        "-m", "react_explorer.build_index", "--pool", str(pool), "--out", str(tmp_path / "ddp"),
+        "-m", "react_explorer.cli.build_index", "--pool", str(pool), "--out", str(tmp_path / "ddp"),
         "--model", f"local-dir:{clip}", "--workers", "0", "--batch-size", "4", "--no-progress",
     ]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=170)

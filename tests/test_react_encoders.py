@@ -9,10 +9,15 @@ import pytest
 from safetensors.torch import save_file
 from test_react_support import save_random_tiny_clip, toy_image, write_toy_pool
 
-from react_explorer.encoders import ClipEncoder, load_encoder
+from react_explorer.embedding.encoders import ClipEncoder, load_encoder
+from react_explorer.embedding.model_spec import (
+    DEFAULT_MODEL_DIR,
+    ModelSpec,
+    offline_from_env,
+    parse_model_spec,
+)
 from react_explorer.errors import EncoderLoadError, MissingImagesError, PoolFormatError
-from react_explorer.model_spec import DEFAULT_MODEL_DIR, ModelSpec, offline_from_env, parse_model_spec
-from trainer.foundation.tiny_clip import TinyClipConfig, create_tiny_clip, register_tiny_clip
+from vision_common.tiny_clip import TinyClipConfig, create_tiny_clip, register_tiny_clip
 
 
 @pytest.fixture(scope="module")

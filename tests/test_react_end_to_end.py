@@ -16,11 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 from test_react_support import save_random_tiny_clip, toy_caption, write_toy_pool
 
-from react_explorer.build_index import main as build_main
-from react_explorer.index import ClipIndex
-from react_explorer.retrieve import main as retrieve_main
-from trainer.foundation.tiny_clip import TinyClipConfig, create_tiny_clip, save_open_clip_dir
-from trainer.manifest import sha256_file
+from react_explorer.cli.build_index import main as build_main
+from react_explorer.cli.retrieve import main as retrieve_main
+from react_explorer.index.clip_index import ClipIndex
+from vision_common.manifest import sha256_file
+from vision_common.tiny_clip import TinyClipConfig, create_tiny_clip, save_open_clip_dir
 
 POOL_SIZE = 24
 
@@ -170,10 +170,10 @@ def test_precomputed_embeddings_index_needs_a_model_to_query(world, capsys, tmp_
 
 
 def test_free_text_and_more_like_this_in_process(world):
-    from react_explorer.class_retrieval import RetrievalConfig, more_like_this, search_text
-    from react_explorer.encoders import load_encoder
+    from react_explorer.embedding.encoders import load_encoder
+    from react_explorer.embedding.model_spec import parse_model_spec
     from react_explorer.errors import QueryError
-    from react_explorer.model_spec import parse_model_spec
+    from react_explorer.retrieval.class_queries import RetrievalConfig, more_like_this, search_text
 
     root, clip, _ = world
     index = ClipIndex.load(root / "idx")

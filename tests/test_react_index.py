@@ -11,14 +11,14 @@ import pyarrow as pa
 import pytest
 from test_react_support import unit_vectors
 
-import react_explorer.index_build as index_build
-from react_explorer.embedding_shards import open_embedding_shards, write_embedding_shard
+import react_explorer.index.build as index_build
 from react_explorer.errors import DimensionMismatchError, IndexBuildError, IndexLoadError, QueryError
-from react_explorer.index import ClipIndex
-from react_explorer.index_build import build_index_dir
-from react_explorer.index_plan import GIB, IndexBuildConfig, default_nlist, default_pq_m, plan_index
-from react_explorer.retrieval import exact_top_k, recall_at_k
-from trainer.manifest import sha256_file
+from react_explorer.index.build import build_index_dir
+from react_explorer.index.clip_index import ClipIndex
+from react_explorer.index.plan import GIB, IndexBuildConfig, default_nlist, default_pq_m, plan_index
+from react_explorer.index.shards import open_embedding_shards, write_embedding_shard
+from react_explorer.retrieval.algorithms import exact_top_k, recall_at_k
+from vision_common.manifest import sha256_file
 
 DIM = 32
 
@@ -245,7 +245,7 @@ def test_indexing_precomputed_embeddings_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, react_explorer.build_index, react_explorer.index; print('torch' in sys.modules)"
+    code = "import sys, react_explorer.cli.build_index, react_explorer.index.clip_index; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"

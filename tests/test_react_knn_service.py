@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from test_react_support import save_random_tiny_clip, write_toy_pool
 
-from react_explorer.build_index import main as build_main
-from react_explorer.knn_service import create_app, load_served, parse_index_args
+from react_explorer.cli.build_index import main as build_main
+from react_explorer.knn.service import create_app, load_served, parse_index_args
 
 REPO = Path(__file__).resolve().parent.parent
 RED_SQUARES = {0, 8, 16}  # toy pool rows captioned "red square"
@@ -168,7 +168,7 @@ def test_real_server_over_http(index_dir):
     command = [
         sys.executable,
         "-m",
-        "react_explorer.knn_service",
+        "react_explorer.knn.service",
         "--index",
         f"toy={index_dir}",
         "--port",

@@ -8,10 +8,15 @@ import pyarrow.parquet as pq
 import pytest
 from test_react_support import toy_image, unit_vectors, write_toy_pool
 
-from react_explorer.embed_pool import EmbedConfig, rank_slice
-from react_explorer.embedding_shards import open_embedding_shards, write_embedding_shard
+from react_explorer.embedding.embed_pool import EmbedConfig, rank_slice
+from react_explorer.embedding.pool_readers import (
+    detect_pool_format,
+    read_image_folder,
+    read_parquet_pool,
+    read_pool,
+)
 from react_explorer.errors import PoolFormatError
-from react_explorer.pool_readers import detect_pool_format, read_image_folder, read_parquet_pool, read_pool
+from react_explorer.index.shards import open_embedding_shards, write_embedding_shard
 
 
 def test_parquet_pool_resolves_paths_and_keeps_columns(tmp_path):
@@ -152,7 +157,7 @@ def test_rank_slices_partition_rows():
 
 
 def test_npy_row_writer_streams_and_checks_rows(tmp_path):
-    from react_explorer.npy_stream import NpyRowWriter
+    from react_explorer.index.npy_stream import NpyRowWriter
 
     data = np.arange(12, dtype=np.float32).reshape(6, 2)
     with NpyRowWriter(tmp_path / "a.npy", 6, 2, np.float16) as out:

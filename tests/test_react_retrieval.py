@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from react_explorer.errors import QueryError
-from react_explorer.retrieval import (
+from react_explorer.retrieval.algorithms import (
     PromptQuery,
     exact_top_k,
     near_duplicate_keep,
@@ -16,7 +16,7 @@ from react_explorer.retrieval import (
     rerank_exact,
     union_per_class,
 )
-from react_explorer.templates import (
+from react_explorer.retrieval.prompt_templates import (
     builtin_templates,
     expand_prompts,
     load_templates,

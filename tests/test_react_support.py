@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from trainer.foundation.tiny_clip import TinyClipConfig, create_tiny_clip, save_open_clip_dir
 from trainer.foundation.tokenizer import save_tokenizer, train_tokenizer
+from vision_common.tiny_clip import TinyClipConfig, create_tiny_clip, save_open_clip_dir
 
 logging.getLogger().setLevel(logging.ERROR)  # open_clip warns "initialized randomly" on every create
 

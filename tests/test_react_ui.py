@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from react_explorer.class_retrieval import ClassRetrieval
 from react_explorer.errors import IndexLoadError, QueryError
-from react_explorer.retrieval import ClassHit, PromptQuery
+from react_explorer.retrieval.algorithms import ClassHit, PromptQuery
+from react_explorer.retrieval.class_queries import ClassRetrieval
 from react_explorer.ui.coverage import coverage_stats, histogram_edges, similarity_histogram
 from react_explorer.ui.coverage_pictures import histogram_picture, overlap_picture
 from react_explorer.ui.explorer_config import ExplorerConfig

@@ -20,12 +20,12 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from test_react_support import save_random_tiny_clip, toy_caption, write_toy_pool
 
+from app_shell.shell import build_app, launch
 from llava_demo.ui.settings import AppSettings
-from llava_demo.ui.shell import build_app, launch
-from react_explorer.build_index import main as build_main
-from react_explorer.index_manifest import MANIFEST_NAME
-from react_explorer.model_spec import DEFAULT_MODEL_DIR
-from react_explorer.retrieve import main as retrieve_main
+from react_explorer.cli.build_index import main as build_main
+from react_explorer.cli.retrieve import main as retrieve_main
+from react_explorer.embedding.model_spec import DEFAULT_MODEL_DIR
+from react_explorer.index.manifest import MANIFEST_NAME
 from react_explorer.ui.explorer_config import ExplorerConfig
 from react_explorer.ui.explorer_services import ExplorerServices
 from react_explorer.ui.explorer_tab import tab_from_services

@@ -11,16 +11,17 @@ import sys
 
 import pytest
 
-from trainer.manifest import MANIFEST_NAME, verify_manifest
-from trainer.recipe import REPO_ROOT, RecipeConfig, plan_steps
+from trainer.recipes.foundation import RecipeConfig, plan_steps
+from vision_common.manifest import MANIFEST_NAME, verify_manifest
+from vision_common.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
 
 def run_recipe_cli(*args: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "trainer.recipe", *args],
-        cwd=REPO_ROOT,
+        [sys.executable, "-m", "trainer.recipes.foundation", *args],
+        cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
         timeout=600,

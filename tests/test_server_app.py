@@ -26,12 +26,12 @@ from llava_demo.backends.base import (
     StreamEvent,
     Usage,
 )
-from llava_demo.conversation import Conversation, Message
-from llava_demo.server_app import create_app, render_batch
-from llava_demo.server_config import ServerConfig, ServerConfigError
-from llava_demo.server_jobs import AdmissionGate, GenerationJob, QueueFullError
-from llava_demo.server_responses import ChunkWriter
-from llava_demo.server_thread import BackgroundServer
+from llava_demo.server.app import create_app, render_batch
+from llava_demo.server.config import ServerConfig, ServerConfigError
+from llava_demo.server.jobs import AdmissionGate, GenerationJob, QueueFullError
+from llava_demo.server.responses import ChunkWriter
+from llava_demo.server.thread import BackgroundServer
+from vision_common.chat.conversation import Conversation, Message
 
 CHAT = "/v1/chat/completions"
 HI = {"messages": [{"role": "user", "content": "hi"}]}

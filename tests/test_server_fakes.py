@@ -18,7 +18,7 @@ from llava_demo.backends.base import (
     Usage,
     check_conversation,
 )
-from llava_demo.conversation import Conversation
+from vision_common.chat.conversation import Conversation
 
 
 @dataclass

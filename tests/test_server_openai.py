@@ -20,11 +20,11 @@ from tiny_llava import build_tiny_llava
 
 from llava_demo.backends import SamplingParams, collect, make_backend
 from llava_demo.backends.local import LocalBackend, LocalBackendConfig
-from llava_demo.conversation import Conversation, Message
-from llava_demo.image_input import ImageLimits
-from llava_demo.server_app import create_app
-from llava_demo.server_config import ServerConfig
-from llava_demo.server_thread import BackgroundServer
+from llava_demo.server.app import create_app
+from llava_demo.server.config import ServerConfig
+from llava_demo.server.thread import BackgroundServer
+from vision_common.chat.conversation import Conversation, Message
+from vision_common.images.load import ImageLimits
 
 CONTEXT = 512
 GREEDY = {"temperature": 0, "max_tokens": 6}

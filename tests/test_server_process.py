@@ -19,8 +19,8 @@ import pytest
 from tiny_llava import build_tiny_llava
 
 from llava_demo.backends import BackendUnavailable, SamplingParams, make_backend
-from llava_demo.conversation import Conversation, Message
-from llava_demo.server import EXIT_STARTUP_ERROR, main
+from llava_demo.server.cli import EXIT_STARTUP_ERROR, main
+from vision_common.chat.conversation import Conversation, Message
 
 ROOT = Path(__file__).resolve().parent.parent
 # Long enough that the answer is still streaming when the server is killed after its first token.
@@ -35,7 +35,7 @@ def free_port() -> int:
 
 def start_server(model: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "llava_demo.server", "--model", str(model), "--device", "cpu"]
+    command = [sys.executable, "-m", "llava_demo.server.cli", "--model", str(model), "--device", "cpu"]
     command += ["--port", str(port), "--log-level", "warning"]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90

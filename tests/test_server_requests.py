@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from llava_demo.backends.base import BackendUnavailable, ContextOverflowError, Usage
-from llava_demo.image_limits import ImageInputError, ImageLimits, LoadedImage
-from llava_demo.server_errors import ApiError, from_backend_error, from_image_error
-from llava_demo.server_requests import build_conversation, parse_chat_request, parse_json_body
-from llava_demo.server_responses import ChunkWriter, completion_body, openai_finish_reason
+from llava_demo.server.errors import ApiError, from_backend_error, from_image_error
+from llava_demo.server.requests import build_conversation, parse_chat_request, parse_json_body
+from llava_demo.server.responses import ChunkWriter, completion_body, openai_finish_reason
+from vision_common.images.limits import ImageInputError, ImageLimits, LoadedImage
 
 
 def parse(body: dict, default_max_tokens: int = 64):

@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from llava_demo import format_prompts
 from trainer.synthworld.captions import unsupported_words
 from trainer.synthworld.concepts import COLORS, SHAPES, SIGN, SPECIES_BY_NAME, plural
 from trainer.synthworld.config import WorldConfig
@@ -21,6 +20,7 @@ from trainer.synthworld.legibility import ILLEGIBLE_CONTRAST, LEGIBLE_CONTRAST, 
 from trainer.synthworld.scene_view import SceneObject
 from trainer.synthworld.scenes import sample_scene
 from trainer.synthworld.world import generate_world
+from vision_common.chat import format_prompts
 
 TINY = WorldConfig.preset("tiny")
 PLURAL_TO_CATEGORY = {plural(c): c for c in (*SHAPES, SIGN)}

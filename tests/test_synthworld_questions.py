@@ -7,7 +7,6 @@ import string
 
 import pytest
 
-from llava_demo import format_prompts
 from trainer.synthworld.questions import (
     QA,
     MultipleChoice,
@@ -20,6 +19,7 @@ from trainer.synthworld.questions import (
     short_answer_questions,
     yes_no_probes,
 )
+from vision_common.chat import format_prompts
 
 RED_STAR = SceneObject("star", (10, 10, 30, 30), color="red", pattern="plain")
 BLUE_STAR = SceneObject("star", (110, 10, 30, 30), color="blue", pattern="striped")

@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from trainer.atomic import OutputNotWritableError
 from trainer.synthworld.cli import main
 from trainer.synthworld.config import WorldConfig
 from trainer.synthworld.world import generate_world
+from vision_common.atomic import OutputNotWritableError
 
 TINY = WorldConfig.preset("tiny")
 

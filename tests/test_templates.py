@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from llava_demo.conversation import Conversation, ConversationError
-from llava_demo.templates import (
+from vision_common.chat.checkpoint_templates import choose_template, from_chat_template
+from vision_common.chat.conversation import Conversation, ConversationError
+from vision_common.chat.templates import (
     TEMPLATES,
     RenderedPrompt,
     TemplateError,
     UnknownTemplateError,
-    choose_template,
-    from_chat_template,
     get_template,
     render,
     template_names,
@@ -342,7 +341,7 @@ def test_conversation_turn_rules():
         SINGLE.with_user("again")
     with pytest.raises(ConversationError, match="expected role 'user'"):
         Conversation().with_assistant("hi")
-    from llava_demo.conversation import Message
+    from vision_common.chat.conversation import Message
 
     with pytest.raises(ConversationError, match="only user messages may carry images"):
         Message("assistant", "x", ("img",))
@@ -377,7 +376,7 @@ def test_conversation_helpers_keep_images_and_markers_in_step():
 
 
 def test_from_llava_turns_moves_markers_into_images():
-    from llava_demo.conversation import from_llava_turns, split_image_markers
+    from vision_common.chat.conversation import from_llava_turns, split_image_markers
 
     assert split_image_markers("<image>\nWhat is it?") == ("What is it?", 1)
     assert split_image_markers("What is it?\n<image>") == ("What is it?", 1)

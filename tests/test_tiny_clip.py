@@ -30,7 +30,9 @@ from trainer.foundation.clip_sampler import (
 )
 from trainer.foundation.clip_schedule import lr_at, param_groups, retrieval_recall_at_1, run_progress
 from trainer.foundation.clip_train import ClipTrainConfig, train_clip
-from trainer.foundation.tiny_clip import (
+from trainer.foundation.tokenizer import save_tokenizer, train_tokenizer
+from trainer.foundation.zeroshot import evaluate_task, read_task
+from vision_common.tiny_clip import (
     OPEN_CLIP_CONFIG_NAME,
     TinyClipConfig,
     TinyClipLoadError,
@@ -39,8 +41,6 @@ from trainer.foundation.tiny_clip import (
     register_tiny_clip,
     save_open_clip_dir,
 )
-from trainer.foundation.tokenizer import save_tokenizer, train_tokenizer
-from trainer.foundation.zeroshot import evaluate_task, read_task
 
 logging.getLogger().setLevel(logging.ERROR)  # open_clip warns "initialized randomly" on every create
 

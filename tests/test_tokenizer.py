@@ -5,15 +5,8 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from trainer.foundation.tokenizer import (
-    IMAGE_TOKEN_ID,
-    SPECIAL_TOKENS,
-    VICUNA_SYSTEM,
-    TokenizerLoadError,
-    load_tokenizer,
-    save_tokenizer,
-    train_tokenizer,
-)
+from trainer.foundation.special_tokens import IMAGE_TOKEN_ID, SPECIAL_TOKENS, VICUNA_SYSTEM
+from trainer.foundation.tokenizer import TokenizerLoadError, load_tokenizer, save_tokenizer, train_tokenizer
 
 _TRAIN_TEXTS = [
     "A small red circle is at the top left of the image.",

@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from trainer.foundation.tiny_clip import TinyClipConfig, create_tiny_clip, save_open_clip_dir
 from trainer.foundation.tokenizer import save_tokenizer, train_tokenizer
 from trainer.foundation.zeroshot import (
     SYNTHWORLD_TEMPLATES,
@@ -21,6 +20,7 @@ from trainer.foundation.zeroshot import (
     results_table,
     topk_accuracy,
 )
+from vision_common.tiny_clip import TinyClipConfig, create_tiny_clip, save_open_clip_dir
 
 logging.getLogger().setLevel(logging.ERROR)
 CLASSES = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta")

@@ -25,8 +25,9 @@ from transformers import (
     LlavaNextProcessor,
 )
 
-from llava_demo.anyres import AnyResConfig, transformers_image_processor_kwargs
-from trainer.foundation.tokenizer import IMAGE_TOKEN, IMAGE_TOKEN_ID, VICUNA_V1_CHAT_TEMPLATE, train_tokenizer
+from trainer.foundation.special_tokens import IMAGE_TOKEN, IMAGE_TOKEN_ID
+from trainer.foundation.tokenizer import VICUNA_V1_CHAT_TEMPLATE, train_tokenizer
+from vision_common.anyres.geometry import AnyResConfig, transformers_image_processor_kwargs
 
 TINY_ANYRES = AnyResConfig.tiny()
 _CORPUS = [

@@ -19,9 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from trainer.atomic import OutputNotWritableError, atomic_write_json, atomic_write_text
-from trainer.llava.eval_data import EVAL_SET_NAMES, SPLITS, EvalDataError
-from trainer.llava.eval_run import Answerer, AnswerError, BackendAnswerer, EvalConfig, run_eval
+from llava_demo.backends import BackendError, make_backend
+from llava_demo.presets import PresetError, UnknownModelError, resolve_model
+from trainer.llava.eval.data import EVAL_SET_NAMES, SPLITS, EvalDataError
+from trainer.llava.eval.run import Answerer, AnswerError, BackendAnswerer, EvalConfig, run_eval
+from trainer.recipes.foundation import world_cache_dir
+from trainer.synthworld.config import WorldConfig
+from trainer.synthworld.world import generate_world
+from vision_common.atomic import OutputNotWritableError, atomic_write_json, atomic_write_text
 
 DEFAULT_MODEL_PRESET = "synthworld-llava-next"
 DEFAULT_WORLD_PRESET = "default"
@@ -34,13 +39,8 @@ class EvalCliError(RuntimeError):
 
 def default_world() -> Path:
     """The recipe's default world (``.cache/synthworld/default-seed0``), generated on first use."""
-    from trainer.recipe import world_cache_dir
-
     world = world_cache_dir(DEFAULT_WORLD_PRESET, DEFAULT_WORLD_SEED)
     if not (world / "manifest.json").is_file():
-        from trainer.synthworld.config import WorldConfig
-        from trainer.synthworld.world import generate_world
-
         print(
             f"SynthWorld world {world} is missing; generating it (about 1-2 minutes, once)", file=sys.stderr
         )
@@ -52,8 +52,6 @@ def default_world() -> Path:
 def resolve_checkpoint(model: str) -> tuple[str, str]:
     """(display name, checkpoint) for a preset name or a directory; a missing embedded model says how to
     build it instead of failing inside transformers."""
-    from llava_demo.presets import PresetError, UnknownModelError, resolve_model
-
     try:
         resolved = resolve_model(model)
     except (PresetError, UnknownModelError) as exc:
@@ -69,8 +67,6 @@ def resolve_checkpoint(model: str) -> tuple[str, str]:
 
 def make_answerer(model: str) -> Answerer:
     """The in-process transformers backend (``make_backend("local", ...)``) behind ``BackendAnswerer``."""
-    from llava_demo.backends import BackendError, make_backend
-
     try:
         return BackendAnswerer(make_backend("local", model))
     except ModuleNotFoundError as exc:

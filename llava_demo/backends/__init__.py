@@ -1,8 +1,8 @@
 """Chat backends behind one interface (``base.ChatBackend``): in-process transformers (``local``), SGLang
 (``sglang``, attach or launch) and any OpenAI-compatible server (``openai``). See docs/backends.md.
 
-Only the interface is imported here; ``make_backend`` imports an implementation when it is asked for, so a
-client of a remote server never loads torch.
+Only the interface and ``make_backend`` are imported here; ``make_backend`` imports the in-process backend
+(torch, transformers) only when it is asked for, so a client of a remote server never loads torch.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from llava_demo.backends.base import (
     Usage,
     check_conversation,
     collect,
-    make_backend,
 )
+from llava_demo.backends.factory import make_backend
 
 __all__ = [
     "BACKEND_KINDS",

@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from llava_demo.conversation import Conversation
+from vision_common.chat.conversation import Conversation
 
 BackendKind = Literal["local", "sglang", "openai"]
 BACKEND_KINDS: tuple[BackendKind, ...] = ("local", "sglang", "openai")
@@ -287,7 +287,7 @@ class ChatBackend(Protocol):
 
     ``stream`` raises ``BackendError`` subclasses before or during iteration; the final event is always
     ``done``. Images in the conversation are ``ImageRef`` values (PIL images, paths, data URLs, ...) that the
-    backend loads through ``llava_demo.image_input``.
+    backend loads through ``vision_common.images.load``.
     """
 
     @property
@@ -356,33 +356,3 @@ def check_conversation(conversation: Conversation) -> None:
     last = conversation.messages[-1]
     if not last.text.strip() and not last.images:
         raise BadRequestError("the last user message is empty: write a prompt or attach an image")
-
-
-def make_backend(kind: BackendKind, model: str, **options: Any) -> ChatBackend:
-    """Build a backend. ``model`` is a preset name, a checkpoint path or id (``local``), or the served model
-    name (``sglang`` / ``openai``). ``options`` are the fields of that kind's config dataclass:
-    ``LocalBackendConfig``, ``SGLangBackendConfig`` (plus the ``SGLangLaunchConfig`` fields, e.g. ``port``,
-    ``tp``, when launching) or ``OpenAICompatConfig``; unknown ones are a ``ValueError``.
-    """
-    # Imported here so that, e.g., the openai kind never imports torch/transformers.
-    if kind == "local":
-        from llava_demo.backends.local import LocalBackend, LocalBackendConfig
-
-        return LocalBackend.load(model, _config(LocalBackendConfig, kind, options))
-    if kind == "sglang":
-        from llava_demo.backends.sglang import SGLangBackend, SGLangBackendConfig
-
-        return SGLangBackend.start(model, SGLangBackendConfig.from_options(**options))
-    if kind == "openai":
-        from llava_demo.backends.openai_compat import OpenAICompatBackend, OpenAICompatConfig
-
-        return OpenAICompatBackend(model, _config(OpenAICompatConfig, kind, options))
-    raise ValueError(f"backend kind must be one of {BACKEND_KINDS}, got {kind!r}")
-
-
-def _config(config_type: Any, kind: str, options: dict[str, Any]) -> Any:
-    allowed = {f.name for f in fields(config_type)}
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise ValueError(f"backend {kind!r}: unknown option(s) {unknown}; allowed: {sorted(allowed)}")
-    return config_type(**options)

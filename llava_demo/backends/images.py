@@ -1,6 +1,6 @@
 """Turning a conversation's ``ImageRef`` values into what a backend sends: PIL images or data URLs.
 
-Every image goes through ``llava_demo.image_input`` (size/format/bomb limits, EXIF rotation, RGB), so a bad
+Every image goes through ``vision_common.images.load`` (size/format/bomb limits, EXIF rotation, RGB), so a bad
 image is a ``BadRequestError`` that names the image, whichever backend serves the request, and the loader's
 remarks (e.g. "animated GIF: using the first of 12 frames") become user-visible notices.
 """
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from PIL import Image
 
 from llava_demo.backends.base import BadRequestError
-from llava_demo.conversation import ImageRef
-from llava_demo.image_input import ImageInputError, ImageLimits, LoadedImage, load_image, to_data_url
+from vision_common.chat.conversation import ImageRef
+from vision_common.images.load import ImageInputError, ImageLimits, LoadedImage, load_image, to_data_url
 
 
 @dataclass(frozen=True)

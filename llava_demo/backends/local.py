@@ -42,10 +42,10 @@ from llava_demo.backends.local_config import LocalBackendConfig
 from llava_demo.backends.local_device import pick_device_and_dtype
 from llava_demo.backends.local_prompt import FittedPrompt, ImageTokenCounter, fit_to_context
 from llava_demo.backends.stop_strings import StopStringFilter
-from llava_demo.checkpoint_templates import TemplateChoice, choose_template, has_chat_template
-from llava_demo.conversation import Conversation
 from llava_demo.presets import PresetError, UnknownModelError, resolve_model
-from llava_demo.templates import TemplateError, UnknownTemplateError
+from vision_common.chat.checkpoint_templates import TemplateChoice, choose_template, has_chat_template
+from vision_common.chat.conversation import Conversation
+from vision_common.chat.templates import TemplateError, UnknownTemplateError
 
 __all__ = ["LocalBackend", "LocalBackendConfig"]
 

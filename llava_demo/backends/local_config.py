@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from llava_demo.backends.local_device import Quantization, pick_device_and_dtype
-from llava_demo.image_input import ImageLimits
-from llava_demo.templates import UnknownTemplateError, get_template
+from vision_common.chat.templates import UnknownTemplateError, get_template
+from vision_common.images.load import ImageLimits
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 The original demo budgeted 576 tokens per image while AnyRes uses up to 2,928 (llava.md §2), so long chats
 with images overflowed silently. Here every image is counted as the processor expands it: the search for how
-many old exchanges to drop uses the AnyRes arithmetic of ``llava_demo.anyres`` configured from the
+many old exchanges to drop uses the AnyRes arithmetic of ``vision_common.anyres.geometry`` configured from the
 processor (cheap: no pixels are processed), and the processor's own output for the chosen conversation is
 the final word (if it disagrees with the estimate, one more exchange is dropped and it is asked again).
 """
@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llava_demo.anyres import AnyResConfig, num_image_tokens
 from llava_demo.backends.base import BackendError, BadRequestError, ContextOverflowError
-from llava_demo.conversation import DEFAULT_IMAGE_TOKEN, Conversation
-from llava_demo.image_input import LoadedImage
-from llava_demo.templates import PromptRenderer, RenderedPrompt, TemplateError
+from vision_common.anyres.geometry import AnyResConfig, num_image_tokens
+from vision_common.chat.conversation import DEFAULT_IMAGE_TOKEN, Conversation
+from vision_common.chat.templates import PromptRenderer, RenderedPrompt, TemplateError
+from vision_common.images.load import LoadedImage
 
 
 @dataclass(frozen=True)

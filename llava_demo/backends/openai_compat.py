@@ -36,8 +36,8 @@ from llava_demo.backends.base import (
 )
 from llava_demo.backends.images import image_data_url, prepare_images
 from llava_demo.backends.sse import DONE_SENTINEL, error_message, iter_sse_data, parse_chunk
-from llava_demo.conversation import Conversation
-from llava_demo.image_input import ImageLimits
+from vision_common.chat.conversation import Conversation
+from vision_common.images.load import ImageLimits
 
 
 @dataclass(frozen=True)

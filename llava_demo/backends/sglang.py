@@ -16,10 +16,10 @@ from typing import Any, Literal
 from llava_demo.backends.base import BackendBase, BackendUnavailable, CancelToken, SamplingParams, StreamEvent
 from llava_demo.backends.openai_compat import OpenAICompatBackend, OpenAICompatConfig
 from llava_demo.backends.sglang_launch import SGLangLaunchConfig, SGLangServer
-from llava_demo.conversation import Conversation
-from llava_demo.image_input import ImageLimits
 from llava_demo.presets import PresetError, UnknownModelError, resolve_model
-from llava_demo.templates import UnknownTemplateError
+from vision_common.chat.conversation import Conversation
+from vision_common.chat.templates import UnknownTemplateError
+from vision_common.images.load import ImageLimits
 
 # SGLang does not validate the request's model name; its own tests send "default".
 DEFAULT_SERVED_NAME = "default"

@@ -14,10 +14,10 @@ from typing import Any
 
 import PIL.Image
 
-from llava_demo.anyres import AnyResConfig, AnyResPlan, plan
-from llava_demo.anyres_render import render_grid, tile_images
 from llava_demo.backends.local_prompt import ImageTokenCounter
-from llava_demo.image_input import ImageLimits, load_image
+from vision_common.anyres.geometry import AnyResConfig, AnyResPlan, plan
+from vision_common.anyres.render import render_grid, tile_images
+from vision_common.images.load import ImageLimits, load_image
 
 # Wide enough to read the tile numbers, small enough to send quickly.
 PANEL_MAX_WIDTH = 1000

@@ -14,8 +14,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from llava_demo.backends.base import BackendError, ChatBackend, make_backend
-from llava_demo.server import StartupError, check_local_model
+from llava_demo.backends.base import BackendError, ChatBackend
+from llava_demo.backends.factory import make_backend
+from llava_demo.server.cli import StartupError, check_local_model
 from llava_demo.ui.paced_backend import PacedBackend
 from llava_demo.ui.settings import AppSettings
 

@@ -13,7 +13,6 @@ from typing import Any
 import gradio as gr
 
 from llava_demo.backends.base import SamplingParams
-from llava_demo.image_input import ImageInputError
 from llava_demo.ui import chat_state as cs
 from llava_demo.ui.anyres_panel import DEFAULT_COUNTER, anyres_view, counter_for
 from llava_demo.ui.backend_pool import ModelUnavailableError
@@ -21,6 +20,7 @@ from llava_demo.ui.chat_services import ChatServices, session_id
 from llava_demo.ui.chat_state import ChatInputError, ChatState
 from llava_demo.ui.feedback import feedback_record
 from llava_demo.ui.generations import Outcome, SessionBusyError
+from vision_common.images.load import ImageInputError
 
 log = logging.getLogger("llava_demo.ui.chat")
 MODEL_DEFAULT_TEMPLATE = "(model default)"

@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llava_demo.backends.base import ChatBackend, SamplingParams
-from llava_demo.conversation import Conversation
-from llava_demo.image_limits import ImageLimits
 from llava_demo.presets import PresetError, load_presets
 from llava_demo.ui.backend_pool import BackendFactory, BackendPool, ModelUnavailableError
 from llava_demo.ui.examples import ChatExample, ExamplesError, find_examples_file, load_examples
@@ -19,7 +17,9 @@ from llava_demo.ui.feedback import FeedbackLog
 from llava_demo.ui.generations import GenerationJob, Outcome, Progress, SessionGenerations
 from llava_demo.ui.model_choices import ModelChoice, local_model_choices, served_model_choices
 from llava_demo.ui.settings import AppSettings
-from llava_demo.ui.zerogpu import gpu_decorator
+from vision_common.chat.conversation import Conversation
+from vision_common.images.limits import ImageLimits
+from vision_common.zerogpu import gpu_decorator
 
 log = logging.getLogger("llava_demo.ui.chat")
 

@@ -14,10 +14,16 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from llava_demo.conversation import Conversation
-from llava_demo.format_prompts import JSON_OUTPUT, MULTIPLE_CHOICE, SHORT_ANSWER, VERIFY_QUESTION, YES_NO
-from llava_demo.image_input import ImageInputError, ImageLimits, load_image
 from llava_demo.ui.generations import Outcome
+from vision_common.chat.conversation import Conversation
+from vision_common.chat.format_prompts import (
+    JSON_OUTPUT,
+    MULTIPLE_CHOICE,
+    SHORT_ANSWER,
+    VERIFY_QUESTION,
+    YES_NO,
+)
+from vision_common.images.load import ImageInputError, ImageLimits, load_image
 
 # The dissertation's response-format prompts (LLaVA-1.5 Sec. 4), appended on a new line after the question.
 FREE_FORM = "Free-form answer"

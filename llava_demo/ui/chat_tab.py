@@ -11,13 +11,13 @@ from typing import Any
 
 import gradio as gr
 
-from llava_demo.templates import template_names
+from app_shell.shell import AppTab
 from llava_demo.ui.chat_api import ChatApi
 from llava_demo.ui.chat_handlers import MODEL_DEFAULT_TEMPLATE, NO_IMAGE_TEXT, ChatHandlers
 from llava_demo.ui.chat_services import ChatServices
 from llava_demo.ui.chat_state import FREE_FORM, RESPONSE_FORMATS, ChatState
 from llava_demo.ui.settings import AppSettings
-from llava_demo.ui.shell import AppTab
+from vision_common.chat.templates import template_names
 
 GENERATE = "generate"  # the concurrency group of every event that runs the model
 POLICY = (

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from llava_demo.presets import PROJECT_ROOT
+from vision_common.paths import PROJECT_ROOT
 
 # The recipe writes assets/examples/; the app spec names assets/synthworld/examples/. Both are looked at.
 EXAMPLE_LOCATIONS = (

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from trainer.atomic import OutputNotWritableError
+from vision_common.atomic import OutputNotWritableError
 
 
 class FeedbackLog:

@@ -25,7 +25,7 @@ from llava_demo.backends.base import (
     SamplingParams,
     Usage,
 )
-from llava_demo.conversation import Conversation
+from vision_common.chat.conversation import Conversation
 
 log = logging.getLogger("llava_demo.ui.generations")
 # How long a watcher sleeps between looks when no event arrives (it wakes at once on new text).

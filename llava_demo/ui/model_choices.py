@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from llava_demo.presets import PROJECT_ROOT, ModelPreset
+from llava_demo.presets import ModelPreset
+from vision_common.paths import PROJECT_ROOT
 
 ChoiceKind = Literal["preset", "checkpoint", "served"]
 # transformers writes this model_type for LlavaNextForConditionalGeneration checkpoints.

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from llava_demo.backends.base import BackendBase, CancelToken, ChatBackend, SamplingParams, StreamEvent
-from llava_demo.conversation import Conversation
+from vision_common.chat.conversation import Conversation
 
 
 class PacedBackend(BackendBase):

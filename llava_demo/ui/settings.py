@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from llava_demo.backends.base import BACKEND_KINDS, BackendKind
-from llava_demo.image_limits import ImageLimits
-from llava_demo.network import is_loopback_host
-from llava_demo.presets import PROJECT_ROOT
-from llava_demo.server_config import DEFAULT_MODEL
+from llava_demo.server.config import DEFAULT_MODEL
+from vision_common.images.limits import ImageLimits
+from vision_common.network import is_loopback_host
+from vision_common.paths import PROJECT_ROOT
 
 DEFAULT_PORT = 7860  # Gradio's and Hugging Face Spaces' port
 _MIB = 1024 * 1024

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from react_explorer.class_retrieval import (
+from react_explorer.cli.retrieve import check_subset_images
+from react_explorer.errors import QueryError
+from react_explorer.index.clip_index import ClipIndex
+from react_explorer.retrieval.class_queries import (
     ClassRetrieval,
     RetrievalConfig,
     more_like_this,
     retrieve_classes,
     subset_table,
 )
-from react_explorer.errors import QueryError
-from react_explorer.index import ClipIndex
-from react_explorer.retrieve import check_subset_images
 from react_explorer.ui.coverage import CoverageStats, coverage_stats, similarity_histogram
 from react_explorer.ui.explorer_services import BuildNotice, ExplorerServices
 from react_explorer.ui.query_inputs import ExplorerQuery

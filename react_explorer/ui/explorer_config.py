@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from react_explorer.model_spec import DEFAULT_MODEL_DIR, REPO_ROOT
+from react_explorer.embedding.model_spec import DEFAULT_MODEL_DIR
+from vision_common.paths import PROJECT_ROOT
 
-DEFAULT_WORLD = REPO_ROOT / ".cache" / "synthworld" / "default-seed0"
-DEFAULT_CACHE_ROOT = REPO_ROOT / ".cache" / "react_explorer"
-DEFAULT_RUNS_ROOT = REPO_ROOT / "runs" / "react"
+DEFAULT_WORLD = PROJECT_ROOT / ".cache" / "synthworld" / "default-seed0"
+DEFAULT_CACHE_ROOT = PROJECT_ROOT / ".cache" / "react_explorer"
+DEFAULT_RUNS_ROOT = PROJECT_ROOT / "runs" / "react"
 EXPORTS_FOLDER = "exports"
 # AppSettings.extra key holding the index directories given with ``python app.py --react-index DIR``.
 INDEXES_SETTING = "react_indexes"

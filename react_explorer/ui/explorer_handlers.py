@@ -12,7 +12,7 @@ import gradio as gr
 from PIL import Image, ImageDraw
 
 from react_explorer.errors import ReactExplorerError
-from react_explorer.index_manifest import read_manifest
+from react_explorer.index.manifest import read_manifest
 from react_explorer.ui.coverage_pictures import histogram_picture, overlap_picture
 from react_explorer.ui.explorer_actions import (
     ExplorerResult,
@@ -32,7 +32,7 @@ from react_explorer.ui.results_view import (
     gallery_label,
     summary_rows,
 )
-from trainer.atomic import OutputNotWritableError
+from vision_common.atomic import OutputNotWritableError
 
 log = logging.getLogger("react_explorer.ui")
 # What counts as the user's mistake (shown as such); anything else is logged with its traceback as well.

@@ -10,8 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from react_explorer.embedding.encoders import load_encoder
+from react_explorer.embedding.model_spec import parse_model_spec
 from react_explorer.errors import IndexLoadError, QueryError
-from react_explorer.index import ClipIndex
+from react_explorer.index.clip_index import ClipIndex
 from react_explorer.ui.explorer_config import ExplorerConfig
 from react_explorer.ui.index_sources import (
     EMBEDDED,
@@ -25,7 +27,7 @@ from react_explorer.ui.index_sources import (
 )
 
 if TYPE_CHECKING:
-    from react_explorer.encoders import ClipEncoder
+    from react_explorer.embedding.encoders import ClipEncoder
 
 log = logging.getLogger("react_explorer.ui")
 BuildNotice = Callable[[str], None]
@@ -81,9 +83,6 @@ class ExplorerServices:
 
     def encoder(self, index: ClipIndex, model: str | None = None) -> ClipEncoder:
         """The CLIP that embeds queries: ``model`` if given, else the one recorded in the index manifest."""
-        from react_explorer.encoders import load_encoder
-        from react_explorer.model_spec import parse_model_spec
-
         chosen = model or index.model
         if chosen is None:
             raise QueryError(f"index {index.root} does not record its model; give one under 'CLIP model'")

@@ -11,9 +11,9 @@ from typing import Any
 
 import gradio as gr
 
+from app_shell.shell import AppTab
 from llava_demo.ui.settings import AppSettings
-from llava_demo.ui.shell import AppTab
-from react_explorer.class_retrieval import MODES
+from react_explorer.retrieval.class_queries import MODES
 from react_explorer.ui.explorer_api import ExplorerApi
 from react_explorer.ui.explorer_config import INDEXES_SETTING, ExplorerConfig
 from react_explorer.ui.explorer_handlers import NO_SELECTION, ExplorerHandlers

@@ -11,10 +11,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from react_explorer.cli import build_index
 from react_explorer.errors import IndexLoadError
-from react_explorer.index_manifest import MANIFEST_NAME
+from react_explorer.index.manifest import MANIFEST_NAME
 from react_explorer.ui.explorer_config import ExplorerConfig
-from trainer.manifest import sha256_file
+from vision_common.manifest import sha256_file
 
 EMBEDDED = "embedded"  # the dropdown value of the embedded pool; user indexes use their directory
 CLIP_WEIGHTS = "open_clip_model.safetensors"
@@ -63,8 +64,6 @@ def build_embedded_index(cfg: ExplorerConfig, out: Path, *, progress: bool = Tru
 
     The tqdm bars of embedding and indexing are what ``gr.Progress(track_tqdm=True)`` shows in the page.
     """
-    from react_explorer import build_index
-
     problem = embedded_problem(cfg)
     if problem:
         raise IndexLoadError(problem)

@@ -10,10 +10,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from react_explorer.class_retrieval import MODES, RetrievalConfig
 from react_explorer.errors import QueryError
-from react_explorer.retrieval import DEFAULT_DEDUP_THRESHOLD
-from react_explorer.templates import TEMPLATE_SETS, load_templates, parse_class_names, read_class_file
+from react_explorer.retrieval.algorithms import DEFAULT_DEDUP_THRESHOLD
+from react_explorer.retrieval.class_queries import MODES, RetrievalConfig
+from react_explorer.retrieval.prompt_templates import (
+    TEMPLATE_SETS,
+    load_templates,
+    parse_class_names,
+    read_class_file,
+)
 
 TEMPLATE_FILE = "file"  # the template choice that uses the uploaded file
 TEMPLATE_CHOICES = (*TEMPLATE_SETS, TEMPLATE_FILE)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from react_explorer.class_retrieval import ClassRetrieval
+from react_explorer.retrieval.class_queries import ClassRetrieval
 from react_explorer.ui.coverage import CoverageStats
 
 CAPTION_CHARS = 70  # gallery captions are cut here; the detail panel shows the whole caption

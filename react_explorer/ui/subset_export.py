@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from react_explorer.errors import QueryError
-from trainer.atomic import atomic_write_bytes
+from vision_common.atomic import atomic_write_bytes
 
 SUFFIX = ".parquet"
 # A plain file name: no folders, no leading dot (hidden files are not served), nothing a shell would trip on.

@@ -18,7 +18,7 @@ from browser_support import ROOT, app_page, require_playwright, running_app
 from PIL import Image
 from tiny_llava import TINY_ANYRES, build_tiny_llava
 
-from llava_demo.anyres import num_image_tokens
+from vision_common.anyres.geometry import num_image_tokens
 
 ARTIFACTS = ROOT / "test-artifacts" / "app"
 STREAM_DELAY_MS = 40  # slow enough to watch the stream and press Stop mid-answer

@@ -18,7 +18,7 @@ import pytest
 from browser_support import ROOT, app_page, require_playwright, running_app
 from test_react_support import save_random_tiny_clip, toy_caption, write_toy_pool
 
-from react_explorer.build_index import main as build_main
+from react_explorer.cli.build_index import main as build_main
 
 ARTIFACTS = ROOT / "test-artifacts" / "react"
 EXPORTS = ROOT / "runs" / "react" / "exports"  # the tab's confined export folder

@@ -13,7 +13,7 @@ into one conversation, so the image is encoded once for many supervised answers)
 * small-detail questions first on large scenes (sign codes, colours of tiny objects);
 * optionally multiple-choice turns with lettered options.
 
-Every turn carries the exact format prompt of ``llava_demo.format_prompts``. Pure functions; the caller
+Every turn carries the exact format prompt of ``vision_common.chat.format_prompts``. Pure functions; the caller
 supplies the seeded ``random.Random``.
 """
 
@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-from llava_demo.format_prompts import SHORT_ANSWER, YES_NO
 from trainer.data_engine.schema import make_record
 from trainer.synthworld.questions import (
     QA,
@@ -38,6 +37,7 @@ from trainer.synthworld.questions import (
     short_answer_questions,
     yes_no_probes,
 )
+from vision_common.chat.format_prompts import SHORT_ANSWER, YES_NO
 
 # Same threshold as the eval's small-detail set: an object this small (fraction of the shorter scene side)
 # is a few pixels wide after the base tile's downscale but legible in the AnyRes tiles.

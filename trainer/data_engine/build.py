@@ -18,7 +18,6 @@ from typing import Any
 
 from tqdm import tqdm
 
-from trainer.atomic import OutputNotWritableError, atomic_write_json
 from trainer.data_engine.academic import AcademicConfig, ProbeStatistics, academic_record, probe_statistics
 from trainer.data_engine.coco import CocoDataset, CocoFormatError, CocoImage, load_coco
 from trainer.data_engine.records import (
@@ -30,6 +29,7 @@ from trainer.data_engine.records import (
 from trainer.data_engine.schema import validate_records
 from trainer.data_engine.teachers import ResponseType, Teacher, TeacherContext, TeacherOutput
 from trainer.synthworld.questions import SceneView, scene_from_coco
+from vision_common.atomic import OutputNotWritableError, atomic_write_json
 
 TEACHER_TYPES: dict[str, ResponseType] = {
     "conversation": ResponseType.CONVERSATION,

@@ -16,7 +16,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from trainer.atomic import OutputNotWritableError, atomic_write_json
 from trainer.data_engine.academic import AcademicConfig
 from trainer.data_engine.build import (
     ALL_TYPES,
@@ -31,6 +30,7 @@ from trainer.data_engine.llm_teacher import LLMTeacher
 from trainer.data_engine.rule_teacher import RuleTeacher
 from trainer.data_engine.schema import RecordError, validate_records
 from trainer.data_engine.teachers import Teacher
+from vision_common.atomic import OutputNotWritableError, atomic_write_json
 
 
 def _types(text: str) -> tuple[str, ...]:

@@ -1,7 +1,7 @@
 """Turn generated conversations, questions-module items and captions into LLaVA records.
 
 Record ids are ``<image_id>_<kind>`` (``_mc<k>`` for the k-th multiple-choice item), so they are unique per
-dataset and say where each sample came from. Format prompts come from ``llava_demo.format_prompts``, the same
+dataset and say where each sample came from. Format prompts come from ``vision_common.chat.format_prompts``, the same
 strings the eval sets and the app use (LLaVA-1.5 Sec. 4 response-format prompting).
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from llava_demo.format_prompts import SHORT_ANSWER
 from trainer.data_engine.instructions import BRIEF_INSTRUCTIONS, pick_instruction
 from trainer.data_engine.schema import make_record
 from trainer.data_engine.teachers import Conversation, ResponseType
 from trainer.synthworld.questions import SceneView, multiple_choice_questions, short_answer_questions
+from vision_common.chat.format_prompts import SHORT_ANSWER
 
 # Record-id suffixes; "complex" is shorter to type than the LLaVA type name and matches the CLI's --types.
 KIND_SUFFIX: dict[ResponseType, str] = {

@@ -56,13 +56,13 @@ from trainer.foundation.clip_sampler import (  # noqa: E402
     named_subset_batches,
 )
 from trainer.foundation.clip_schedule import held_out_recall, lr_at, param_groups, run_progress  # noqa: E402
-from trainer.foundation.tiny_clip import (  # noqa: E402
+from trainer.synthworld.concepts import COLOR_NAMES  # noqa: E402
+from vision_common.tiny_clip import (  # noqa: E402
     TinyClipConfig,
     count_parameters,
     create_tiny_clip,
     save_open_clip_dir,
 )
-from trainer.synthworld.concepts import COLOR_NAMES  # noqa: E402
 
 # The caption-word group the warm-up trains (clip_aux.CONCEPT_GROUPS).
 SHAPE_GROUP = "shape"

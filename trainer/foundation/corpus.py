@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.foundation.tokenizer import EOS_TOKEN, VICUNA_SYSTEM
+from trainer.foundation.special_tokens import EOS_TOKEN, VICUNA_SYSTEM
 
 CAPTIONS_FILE = Path("scenes") / "annotations" / "captions_train.json"
 POOL_FILE = Path("pool") / "pool.parquet"

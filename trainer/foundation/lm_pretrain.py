@@ -27,7 +27,6 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
-from trainer.atomic import OutputNotWritableError, atomic_directory, atomic_write_json
 from trainer.foundation.corpus import CorpusError, iter_world_documents
 from trainer.foundation.lm_data import (
     evenly_spaced_rows,
@@ -38,6 +37,7 @@ from trainer.foundation.lm_data import (
 )
 from trainer.foundation.tiny_lm import TinyLMConfig, build_tiny_lm, count_parameters
 from trainer.foundation.tokenizer import TokenizerLoadError, load_tokenizer
+from vision_common.atomic import OutputNotWritableError, atomic_directory, atomic_write_json
 
 # Share of the time budget kept back for the final evaluation and saving, plus a fixed floor in seconds.
 _RESERVE_FRACTION = 0.10

@@ -20,23 +20,18 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from trainer.atomic import atomic_directory
-
-PAD_TOKEN = "<pad>"
-BOS_TOKEN = "<s>"
-EOS_TOKEN = "</s>"
-UNK_TOKEN = "<unk>"
-IMAGE_TOKEN = "<image>"
-# Order is the id assignment: <pad>=0, <s>=1, </s>=2, <unk>=3, <image>=4.
-SPECIAL_TOKENS = (PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN, IMAGE_TOKEN)
-IMAGE_TOKEN_ID = SPECIAL_TOKENS.index(IMAGE_TOKEN)
-# Matches the tiny LM's max_position_embeddings; longer inputs are a caller error, not a silent truncation.
-MODEL_MAX_LENGTH = 1024
-
-VICUNA_SYSTEM = (
-    "A chat between a curious user and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+from trainer.foundation.corpus import CorpusError, iter_world_documents
+from trainer.foundation.special_tokens import (
+    BOS_TOKEN,
+    EOS_TOKEN,
+    IMAGE_TOKEN,
+    MODEL_MAX_LENGTH,
+    PAD_TOKEN,
+    SPECIAL_TOKENS,
+    UNK_TOKEN,
+    VICUNA_SYSTEM,
 )
+from vision_common.atomic import OutputNotWritableError, atomic_directory
 
 # vicuna_v1 (llava.md §4): "SYS USER: <image>\nQ1 ASSISTANT: A1</s>USER: Q2 ASSISTANT:".
 # sep=" " follows the system text and user turns, sep2="</s>" follows assistant turns. Content may be a
@@ -158,8 +153,6 @@ def load_tokenizer(tok_dir: str | os.PathLike[str]) -> PreTrainedTokenizerFast:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from trainer.foundation.corpus import iter_world_documents
-
     parser = argparse.ArgumentParser(
         prog="python -m trainer.foundation.tokenizer",
         description="Train the SynthWorld byte-level BPE tokenizer on a world's training text.",
@@ -175,8 +168,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab-size", type=int, default=2048, help="target vocabulary size (default 2048)")
     parser.add_argument("--out", type=Path, required=True, help="output tokenizer directory")
     args = parser.parse_args(argv)
-    from trainer.atomic import OutputNotWritableError
-    from trainer.foundation.corpus import CorpusError
 
     try:
         texts = (doc.text for doc in iter_world_documents(args.world, args.extra_json))

@@ -20,23 +20,19 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from trainer.atomic import atomic_write_json
+from react_explorer.retrieval.prompt_templates import SYNTHWORLD_TEMPLATES
 from trainer.foundation.clip_data import load_rgb
 from trainer.synthworld.concepts import COLOR_NAMES, SHAPES
+from vision_common.atomic import atomic_write_json
+from vision_common.tiny_clip import load_open_clip_dir
 
 TASKS_DIR = "tasks"
 Template = Callable[[str], str]
 
-# Prompt ensembles in the words of the pool's alt-text ("red star", "ospin photo", "star icon", "blue shape"):
-# a zero-shot prompt works best when it reads like the captions the text tower was trained on. Shapes are also
-# prompted as "<colour> <shape>" over every colour, and colours as "<colour> <shape>" over every shape, so a
-# prompt does not depend on the (unknown) other attribute of the test object: the ensemble mean marginalises it.
-GENERIC_TEMPLATES: tuple[Template, ...] = (
-    lambda c: c,
-    lambda c: f"{c} icon",
-    lambda c: f"{c} drawing",
-    lambda c: f"{c} photo",
-)
+# The explorer's "synthworld" prompt set (worded like the pool's alt-text). Shapes are also prompted as
+# "<colour> <shape>" over every colour, and colours as "<colour> <shape>" over every shape, so a prompt does not
+# depend on the (unknown) other attribute of the test object: the ensemble mean marginalises it.
+GENERIC_TEMPLATES: tuple[Template, ...] = tuple(template.format for template in SYNTHWORLD_TEMPLATES)
 SYNTHWORLD_TEMPLATES: dict[str, tuple[Template, ...]] = {
     "shapes": (*GENERIC_TEMPLATES, *((lambda c, color=color: f"{color} {c}") for color in COLOR_NAMES)),
     "colors": (lambda c: f"{c} shape", *((lambda c, shape=shape: f"{c} {shape}") for shape in SHAPES)),
@@ -186,7 +182,6 @@ def evaluate_world(
     batch_size: int = 256,
     progress: bool = True,
 ) -> list[TaskResult]:
-    from trainer.foundation.tiny_clip import load_open_clip_dir
 
     model, preprocess, tokenizer = load_open_clip_dir(model_dir)
     names = list(tasks) if tasks else discover_tasks(world)

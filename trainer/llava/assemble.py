@@ -38,10 +38,11 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from llava_demo.anyres import AnyResConfig, transformers_pinpoints
-from llava_demo.anyres_pixels import CLIP_MEAN, CLIP_STD, PixelConfig
-from llava_demo.conversation import DEFAULT_IMAGE_TOKEN
 from trainer.llava.config import ArchitectureConfig
+from vision_common.anyres.geometry import AnyResConfig, transformers_pinpoints
+from vision_common.anyres.pixels import PixelConfig
+from vision_common.chat.conversation import DEFAULT_IMAGE_TOKEN
+from vision_common.clip_constants import CLIP_MEAN, CLIP_STD
 
 # PIL.Image.Resampling.BICUBIC: LLaVA-NeXT's AnyRes resize, and the only one anyres_pixels reproduces.
 BICUBIC = 3

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
-from llava_demo.anyres import LLAVA_1_6_GRIDS
-from llava_demo.templates import UnknownTemplateError, get_template
 from trainer.runtime.config import RuntimeConfig
+from vision_common.anyres.geometry import LLAVA_1_6_GRIDS
+from vision_common.chat.templates import UnknownTemplateError, get_template
 
 ProjectorType = Literal["linear", "mlp2x_gelu"]
 PROJECTORS: tuple[str, ...] = ("linear", "mlp2x_gelu")

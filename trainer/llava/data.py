@@ -29,13 +29,13 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from llava_demo.anyres import AnyResConfig, num_image_tokens
-from llava_demo.anyres_image import to_rgb
-from llava_demo.anyres_pixels import PixelConfig, preprocess
-from llava_demo.conversation import ConversationError, from_llava_turns, split_image_markers
-from llava_demo.templates import TemplateError, render
 from trainer.data_engine.schema import GPT, IMAGE_TAG, RecordError, validate_records
 from trainer.llava.encode import EncodedSample, EncodingError, encode_prompt
+from vision_common.anyres.geometry import AnyResConfig, num_image_tokens
+from vision_common.anyres.image import to_rgb
+from vision_common.anyres.pixels import PixelConfig, preprocess
+from vision_common.chat.conversation import ConversationError, from_llava_turns, split_image_markers
+from vision_common.chat.templates import TemplateError, render
 
 
 class DataError(ValueError):

@@ -1,6 +1,6 @@
 """One conversation -> ``input_ids`` and ``labels`` (the supervised-token mask), with images expanded.
 
-The rendered prompt's segments (``llava_demo.templates``) say which characters are trainable: assistant
+The rendered prompt's segments (``vision_common.chat.templates``) say which characters are trainable: assistant
 answers and their end-of-turn text. The whole prompt is tokenized once (exactly as inference tokenizes it)
 and a token is supervised when its character span overlaps a trainable span. That is LLaVA's
 ``preprocess_v1`` rule without re-splitting on separators: a token that merges the space of
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from llava_demo.templates import RenderedPrompt
+from vision_common.chat.templates import RenderedPrompt
 
 IGNORE_INDEX = -100
 

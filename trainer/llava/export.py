@@ -27,9 +27,9 @@ from typing import Any
 from safetensors.torch import save_file
 from transformers import CLIPImageProcessor, LlavaNextForConditionalGeneration, LlavaNextProcessor
 
-from llava_demo.anyres import AnyResConfig
-from trainer.atomic import atomic_directory
 from trainer.llava.assemble import BICUBIC, is_linear_projector, load_llava
+from vision_common.anyres.geometry import AnyResConfig
+from vision_common.atomic import atomic_directory
 
 METADATA_NAME = "llava_trainer.json"
 VISION_SUBDIR = "clip_vision_tower"

@@ -21,8 +21,6 @@ from typing import Any
 import torch
 from accelerate import PartialState
 
-from llava_demo.conversation import DEFAULT_IMAGE_TOKEN
-from trainer.atomic import atomic_write_json
 from trainer.llava.assemble import (
     AssemblyError,
     LlavaParts,
@@ -42,6 +40,8 @@ from trainer.llava.stages import compute_loss, configure_stage, parameter_counts
 from trainer.runtime.checkpoint import CheckpointError
 from trainer.runtime.data_order import DataOrderError
 from trainer.runtime.loop import RunResult, TrainJob, make_accelerator, run_training, seed_everything
+from vision_common.atomic import atomic_write_json
+from vision_common.chat.conversation import DEFAULT_IMAGE_TOKEN
 
 FINAL_DIR = "final"
 RUN_CONFIG_NAME = "run_config.json"

@@ -1,6 +1,6 @@
 """Atomic training checkpoints: trainable weights, optimiser + scheduler, every process's RNG, the position.
 
-Layout of ``<root>/step-<8 digits>/`` (written through ``trainer.atomic.atomic_directory``, so a directory
+Layout of ``<root>/step-<8 digits>/`` (written through ``vision_common.atomic.atomic_directory``, so a directory
 under its final name is always complete; a crash mid-write leaves only a hidden ``.tmp`` sibling)::
 
     trainable.safetensors   the parameters that train (frozen ones are rebuilt from the model source)
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from trainer.atomic import atomic_directory
+from vision_common.atomic import atomic_directory
 
 WEIGHTS_NAME = "trainable.safetensors"
 OPTIMIZER_NAME = "optimizer.pt"

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, TextIO
 
-from trainer.atomic import atomic_write_text
+from vision_common.atomic import atomic_write_text
 
 
 def truncate_after_step(path: str | os.PathLike[str], step: int) -> int:

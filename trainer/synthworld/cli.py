@@ -9,9 +9,10 @@ import os
 import sys
 import time
 
-from trainer.atomic import OutputNotWritableError, atomic_write_bytes
 from trainer.synthworld.config import PRESETS, WorldConfig
+from trainer.synthworld.preview import contact_sheet
 from trainer.synthworld.world import generate_world
+from vision_common.atomic import OutputNotWritableError, atomic_write_bytes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _preview(world: str, out: str) -> int:
-    from trainer.synthworld.preview import contact_sheet
 
     buffer = io.BytesIO()
     contact_sheet(world).save(buffer, format="PNG", optimize=True)

@@ -15,7 +15,6 @@ from collections import Counter
 from itertools import combinations
 from typing import Any
 
-from llava_demo import format_prompts
 from trainer.synthworld.concepts import CATEGORIES
 from trainer.synthworld.config import WorldConfig
 from trainer.synthworld.questions import (
@@ -26,6 +25,7 @@ from trainer.synthworld.questions import (
 )
 from trainer.synthworld.sampling import item_seed
 from trainer.synthworld.scene_view import views_from_coco
+from vision_common.chat import format_prompts
 
 # A "tiny" object for colour detail questions: at most this fraction of the scene's shorter side, i.e. about
 # 2 px after downscaling a 256-320 px scene to 64 px, but 4-5 px at 128 px.

@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from llava_demo import format_prompts
 from trainer.synthworld.concepts import CODE_CHARS, COLOR_NAMES, SHAPES, SIGN, plural, with_article
 from trainer.synthworld.scene_view import SceneObject, SceneView, scene_from_coco
 from trainer.synthworld.spatial import (
@@ -32,6 +31,7 @@ from trainer.synthworld.spatial import (
     may_be_in_region,
     relation,
 )
+from vision_common.chat import format_prompts
 
 __all__ = [
     "MAX_COUNT",

@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from trainer.atomic import atomic_directory
 from trainer.synthworld.coco_files import coco_documents, file_name
 from trainer.synthworld.concepts import COLOR_NAMES, SHAPES, SPECIES
 from trainer.synthworld.config import WorldConfig
@@ -24,6 +23,7 @@ from trainer.synthworld.jobs import JobContext, run_chunk
 from trainer.synthworld.sampling import item_seed, zipf_quota
 from trainer.synthworld.tasks import TASK_CLASSES
 from trainer.synthworld.web_pool import PoolPlan, mismatch_plan
+from vision_common.atomic import atomic_directory
 
 CHUNK = 64
 POOL_SCHEMA = pa.schema(

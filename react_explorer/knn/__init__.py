@@ -1,0 +1,1 @@
+"""clip-retrieval's ``/knn-service`` protocol over our indexes, and its FastAPI service."""

@@ -1,0 +1,1 @@
+"""Evaluation of a chat model on SynthWorld held-out sets: data, answering, metrics, report, run."""

@@ -1,0 +1,1 @@
+"""AnyRes (LLaVA-NeXT): pure geometry and token arithmetic, PIL image operations, pixel tensors, pictures."""
