@@ -27,6 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning(
             "listening on %s: anyone who can reach port %d can use the app", settings.host, settings.port
         )
+    # Imported after the flags are parsed: the shell imports Gradio and every tab (seconds on two cores).
     from app_shell.shell import TabLoadError, build_app, close_tabs, launch, make_tabs, run_startup
 
     try:

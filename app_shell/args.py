@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app_shell.settings import AppSettings
 from llava_demo.backends.base import BACKEND_KINDS
-from llava_demo.ui.settings import DEFAULT_FEEDBACK_LOG, DEFAULT_PORT, AppSettings, SettingsError
+from llava_demo.ui.settings import DEFAULT_FEEDBACK_LOG, DEFAULT_PORT, ChatSettings, SettingsError
+from react_explorer.ui.explorer_config import add_explorer_arguments, explorer_config_from_args
 
 # Hugging Face sets SPACE_ID in every Space; there the app must listen on all interfaces.
 SPACES_MARKER = "SPACE_ID"
@@ -115,9 +117,9 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     )
     model.add_argument(
         "--model",
-        default=AppSettings.model,
+        default=ChatSettings.model,
         help="preset name, checkpoint folder or hub id; with sglang/openai the served model name "
-        f"(default: {AppSettings.model}, the embedded SynthWorld model) [APP_MODEL]",
+        f"(default: {ChatSettings.model}, the embedded SynthWorld model) [APP_MODEL]",
     )
     model.add_argument(
         "--sglang-url", help="attach to this SGLang server, e.g. http://gpu:30000 [APP_SGLANG_URL]"
@@ -182,26 +184,18 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="pause between streamed chunks, for demos and UI tests of Stop (default 0) [APP_STREAM_DELAY_MS]",
     )
     extras.add_argument(
-        "--react-index",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="DIR",
-        help="an index built by python -m react_explorer.build_index, offered in the REACT explorer tab "
-        "(repeatable; runs/react/*/ is found without it)",
-    )
-    extras.add_argument(
         "--no-preload",
         dest="preload",
         action="store_false",
         help="do not load the model before serving (it loads on the first question) [APP_PRELOAD=0]",
     )
+    add_explorer_arguments(parser)
     parser.set_defaults(**env_defaults(env))
     return parser
 
 
 def settings_from_args(args: argparse.Namespace) -> AppSettings:
-    """Turn parsed flags into ``AppSettings`` (``SettingsError`` names the flag)."""
+    """Turn parsed flags into each tab's settings (``SettingsError`` names the flag)."""
     if args.sglang_url and args.openai_url:
         raise SettingsError("give --sglang-url or --openai-url, not both")
     backend = args.backend
@@ -209,10 +203,11 @@ def settings_from_args(args: argparse.Namespace) -> AppSettings:
         backend = "sglang"  # asking for SGLang is unambiguous; don't make people also type --backend
     elif backend == "local" and args.openai_url:
         backend = "openai"
-    missing = [str(path) for path in args.react_index if not path.is_dir()]
-    if missing:
-        raise SettingsError(f"--react-index {missing[0]} is not a directory")
-    return AppSettings(
+    try:
+        explorer = explorer_config_from_args(args)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
+    chat = ChatSettings(
         backend=backend,
         model=args.model,
         server_url=args.sglang_url or args.openai_url,
@@ -227,8 +222,8 @@ def settings_from_args(args: argparse.Namespace) -> AppSettings:
         examples_file=args.examples,
         stream_delay_ms=args.stream_delay_ms,
         preload=args.preload,
-        extra={"react_indexes": tuple(args.react_index)},  # react_explorer.ui.explorer_config.INDEXES_SETTING
     )
+    return AppSettings(chat=chat, explorer=explorer)
 
 
 def parse_settings(

@@ -1,20 +1,22 @@
 """The app's shell: one ``gr.Blocks`` whose tabs come from the pillar packages, and its launch.
 
-A pillar adds a tab by listing its factory in ``TAB_FACTORIES`` ("module:function"). A factory takes the
-``AppSettings`` and returns an ``AppTab`` (or None when the tab cannot run in this environment, e.g. a training
-launcher on ZeroGPU). The factory should be cheap: heavy work belongs in ``AppTab.startup`` (run before serving)
-and resources are released by ``AppTab.close``.
+The shell is the top layer: it imports each pillar's tab factory directly (``DEFAULT_TABS``). A factory takes
+the settings that tab owns and returns an ``AppTab`` (``vision_common.app_tab``), or None when the tab cannot
+run in this environment. The factory should be cheap: heavy work belongs in ``AppTab.startup`` (run before
+serving) and resources are released by ``AppTab.close``.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
+import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-from llava_demo.ui.settings import AppSettings
+from app_shell.settings import AppSettings
+from llava_demo.ui.chat_tab import chat_tab
+from react_explorer.ui.explorer_tab import react_explorer_tab
+from vision_common.app_tab import AppTab
 
 # Set before Gradio is imported: its version check and usage analytics are network calls (gradio.md §11).
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -23,60 +25,32 @@ import gradio as gr  # noqa: E402
 
 log = logging.getLogger("app_shell.shell")
 APP_TITLE = "Steerable visual intelligence"
-# Each pillar package appends its tab factory here; the order is the tab order.
-TAB_FACTORIES: tuple[str, ...] = (
-    "llava_demo.ui.chat_tab:chat_tab",
-    "react_explorer.ui.explorer_tab:react_explorer_tab",
-)
 # Uploaded files and rendered pictures are deleted from Gradio's cache after a day, checked hourly.
 CACHE_CLEANUP = (3600, 86400)
 QUEUE_MAX_SIZE = 64
 
-
-@dataclass(frozen=True)
-class AppTab:
-    """One tab: ``build`` creates its components and events inside the ``gr.Tab`` context."""
-
-    title: str
-    tab_id: str
-    build: Callable[[], None]
-    startup: Callable[[], None] | None = None
-    close: Callable[[], None] | None = None
-    allowed_paths: tuple[str, ...] = ()
-    """Folders whose files the tab shows (Gradio serves only the cwd, its temp dir and these)."""
-
-
 TabFactory = Callable[[AppSettings], "AppTab | None"]
+# One entry per tab, in tab order: each hands its own settings to its pillar's factory.
+DEFAULT_TABS: tuple[TabFactory, ...] = (
+    lambda settings: chat_tab(settings.chat),
+    lambda settings: react_explorer_tab(settings.explorer),
+)
 
 
 class TabLoadError(RuntimeError):
-    """A tab factory named in ``TAB_FACTORIES`` cannot be imported or built."""
+    """A tab factory returned something that is not a tab, or two tabs share an id."""
 
 
-def load_factory(spec: str) -> TabFactory:
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise TabLoadError(f"tab factory {spec!r} must look like 'package.module:function'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise TabLoadError(f"tab factory {spec!r}: cannot import {module_name}: {exc}") from exc
-    factory = getattr(module, attribute, None)
-    if not callable(factory):
-        raise TabLoadError(f"tab factory {spec!r}: {module_name} has no function {attribute!r}")
-    return factory
-
-
-def make_tabs(settings: AppSettings, specs: Sequence[str] = TAB_FACTORIES) -> list[AppTab]:
+def make_tabs(settings: AppSettings, factories: Sequence[TabFactory] = DEFAULT_TABS) -> list[AppTab]:
     """Call every factory; tabs that return None are left out (with a log line saying so)."""
     tabs = []
-    for spec in specs:
-        tab = load_factory(spec)(settings)
+    for position, factory in enumerate(factories):
+        tab = factory(settings)
         if tab is None:
-            log.info("tab %s is not available here; left out", spec)
+            log.info("tab %d is not available here; left out", position)
             continue
         if not isinstance(tab, AppTab):
-            raise TabLoadError(f"tab factory {spec!r} returned {type(tab).__name__}, not an AppTab")
+            raise TabLoadError(f"tab factory {position} returned {type(tab).__name__}, not an AppTab")
         tabs.append(tab)
     ids = [tab.tab_id for tab in tabs]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
@@ -138,8 +112,6 @@ def close_tabs(tabs: Sequence[AppTab]) -> None:
 
 
 def _free_port(host: str) -> int:
-    import socket
-
     with socket.socket() as probe:
         probe.bind((host if host != "0.0.0.0" else "", 0))
         return int(probe.getsockname()[1])

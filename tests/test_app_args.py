@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from app_shell.args import ENV_OPTIONS, parse_settings
-from llava_demo.ui.settings import AppSettings, SettingsError
+from llava_demo.ui.settings import ChatSettings, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_defaults_serve_this_machine_only_with_the_embedded_model():
-    settings = parse_settings([], environ={})
+    settings = parse_settings([], environ={}).chat
     assert (settings.host, settings.port, settings.backend) == ("127.0.0.1", 7860, "local")
     assert settings.model == "synthworld-llava-next"
     assert (settings.max_upload_mb, settings.concurrency, settings.preload) == (20, 1, True)
@@ -23,7 +23,7 @@ def test_defaults_serve_this_machine_only_with_the_embedded_model():
 
 
 def test_on_spaces_the_app_listens_on_all_interfaces_and_gradios_port():
-    settings = parse_settings([], environ={"SPACE_ID": "someone/app", "GRADIO_SERVER_PORT": "7861"})
+    settings = parse_settings([], environ={"SPACE_ID": "someone/app", "GRADIO_SERVER_PORT": "7861"}).chat
     assert (settings.host, settings.port) == ("0.0.0.0", 7861)
     assert not settings.loopback_only
 
@@ -38,7 +38,7 @@ def test_variables_set_options_and_flags_win_over_variables():
         "APP_PRELOAD": "no",
         "APP_STREAM_DELAY_MS": "25",
     }
-    settings = parse_settings([], environ=env)
+    settings = parse_settings([], environ=env).chat
     assert (settings.port, settings.model, settings.max_upload_mb, settings.concurrency) == (
         9000,
         "/models/x",
@@ -46,15 +46,15 @@ def test_variables_set_options_and_flags_win_over_variables():
         3,
     )
     assert settings.feedback_log is None and settings.preload is False and settings.stream_delay_ms == 25
-    flagged = parse_settings(["--port", "9100", "--concurrency", "2"], environ=env)
+    flagged = parse_settings(["--port", "9100", "--concurrency", "2"], environ=env).chat
     assert (flagged.port, flagged.concurrency, flagged.model) == (9100, 2, "/models/x")
 
 
 def test_server_urls_choose_the_backend_and_contradictions_are_refused(capsys):
-    assert parse_settings(["--sglang-url", "http://gpu:30000"], environ={}).backend == "sglang"
-    openai = parse_settings(["--openai-url", "http://box/v1", "--model", "m"], environ={})
+    assert parse_settings(["--sglang-url", "http://gpu:30000"], environ={}).chat.backend == "sglang"
+    openai = parse_settings(["--openai-url", "http://box/v1", "--model", "m"], environ={}).chat
     assert (openai.backend, openai.server_url) == ("openai", "http://box/v1")
-    assert parse_settings([], environ={"APP_LAUNCH_SGLANG": "1"}).launch_sglang
+    assert parse_settings([], environ={"APP_LAUNCH_SGLANG": "1"}).chat.launch_sglang
     for argv, expected in [
         (["--backend", "openai"], "--backend openai needs --openai-url"),
         (["--sglang-url", "http://a", "--openai-url", "http://b"], "not both"),
@@ -78,19 +78,19 @@ def test_a_bad_variable_is_named_without_a_traceback(capsys):
 
 
 def test_settings_validation_and_derived_values():
-    settings = AppSettings.tiny(max_upload_mb=2)
+    settings = ChatSettings.tiny(max_upload_mb=2)
     assert settings.max_upload_bytes == 2 * 1024 * 1024
     assert settings.image_limits().max_bytes == 2 * 1024 * 1024
     assert settings.image_limits().allow_remote_urls is False
     assert settings.backend_options()["device"] == "cpu"
-    remote = AppSettings.tiny(backend="openai", server_url="http://box/v1", api_key="k")
+    remote = ChatSettings.tiny(backend="openai", server_url="http://box/v1", api_key="k")
     assert (
         remote.backend_options()["base_url"] == "http://box/v1" and remote.backend_options()["api_key"] == "k"
     )
     with pytest.raises(SettingsError, match="need --backend sglang or openai"):
-        AppSettings.tiny(server_url="http://box/v1")
+        ChatSettings.tiny(server_url="http://box/v1")
     with pytest.raises(SettingsError, match="--examples"):
-        AppSettings.tiny(examples_file=Path("/nonexistent/examples.json"))
+        ChatSettings.tiny(examples_file=Path("/nonexistent/examples.json"))
 
 
 def test_help_documents_every_flag_and_variable_and_does_not_import_gradio():

@@ -17,13 +17,14 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from tiny_llava import build_tiny_llava
 
-from app_shell.shell import TabLoadError, build_app, launch, make_tabs
+from app_shell.settings import AppSettings
+from app_shell.shell import DEFAULT_TABS, TabLoadError, build_app, launch, make_tabs
 from llava_demo.backends.base import SamplingParams
 from llava_demo.ui.chat_handlers import ChatHandlers
 from llava_demo.ui.chat_services import ChatServices
 from llava_demo.ui.chat_state import FREE_FORM, ChatState
 from llava_demo.ui.chat_tab import tab_from_services
-from llava_demo.ui.settings import AppSettings
+from llava_demo.ui.settings import ChatSettings
 from vision_common.chat.conversation import Conversation
 
 QUESTION = "What is in the picture?"
@@ -46,11 +47,11 @@ def served(tmp_path_factory):
     (root / "notes.txt").write_text("not an image")
     (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
     (root / "big.png").write_bytes(b"\x89PNG" + bytes(1_200_000))
-    settings = AppSettings.tiny(model=str(model), stream_delay_ms=20, feedback_log=root / "feedback.jsonl")
+    settings = ChatSettings.tiny(model=str(model), stream_delay_ms=20, feedback_log=root / "feedback.jsonl")
     services = ChatServices.create(settings)
     tab = tab_from_services(services)
-    demo = build_app(settings, [tab])
-    _app, url = launch(demo, settings, [tab], block=False)
+    demo = build_app(AppSettings(chat=settings), [tab])
+    _app, url = launch(demo, AppSettings(chat=settings), [tab], block=False)
     try:
         yield SimpleNamespace(url=url, root=root, services=services, model=str(model))
     finally:
@@ -182,23 +183,19 @@ def test_likes_are_appended_to_the_feedback_log(served):
 
 
 def test_tabs_come_from_factories_and_bad_factories_are_named(served):
-    settings = AppSettings.tiny(model=served.model)
-    tabs = make_tabs(settings, ["llava_demo.ui.chat_tab:chat_tab", "test_app_client:no_tab"])
+    settings = AppSettings(chat=ChatSettings.tiny(model=served.model))
+    chat = DEFAULT_TABS[0]
+    tabs = make_tabs(settings, [chat, no_tab])
     assert [(tab.title, tab.tab_id) for tab in tabs] == [("Visual chat", "chat")]
-    for spec, expected in [
-        ("no_colon", "must look like 'package.module:function'"),
-        ("missing_pkg.tabs:tab", "cannot import missing_pkg.tabs"),
-        ("llava_demo.ui.chat_tab:nope", "has no function 'nope'"),
-    ]:
-        with pytest.raises(TabLoadError, match=expected):
-            make_tabs(settings, [spec])
+    with pytest.raises(TabLoadError, match="returned str, not an AppTab"):
+        make_tabs(settings, [lambda _settings: "tab"])
     with pytest.raises(TabLoadError, match="share the id 'chat'"):
-        make_tabs(settings, ["llava_demo.ui.chat_tab:chat_tab"] * 2)
+        make_tabs(settings, [chat, chat])
 
 
 def test_a_missing_model_is_explained_inline_and_the_question_is_kept(tmp_path):
     missing = str(tmp_path / "not-trained-yet")
-    services = ChatServices.create(AppSettings.tiny(model=missing, preload=True))
+    services = ChatServices.create(ChatSettings.tiny(model=missing, preload=True))
     services.preload()  # logs the problem; start-up goes on
     handlers = ChatHandlers(services)
     assert handlers.model_banner(missing).startswith(f"⚠️ **Model `{missing}` is not available.**")

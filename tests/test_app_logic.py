@@ -24,7 +24,7 @@ from llava_demo.ui.feedback import FeedbackLog
 from llava_demo.ui.generations import GenerationJob, Outcome, SessionBusyError, SessionGenerations
 from llava_demo.ui.model_choices import find_local_checkpoints, local_model_choices
 from llava_demo.ui.paced_backend import PacedBackend
-from llava_demo.ui.settings import AppSettings
+from llava_demo.ui.settings import ChatSettings
 from vision_common.anyres.geometry import AnyResConfig, num_image_tokens
 from vision_common.chat.conversation import Conversation
 from vision_common.chat.format_prompts import SHORT_ANSWER
@@ -231,7 +231,7 @@ def test_pool_loads_once_evicts_the_least_recently_used_and_explains_failures(tm
         loads.append((kind, model, options.get("template")))
         return ClosingFake(model)
 
-    pool = BackendPool(AppSettings.tiny(max_loaded_models=2), factory)
+    pool = BackendPool(ChatSettings.tiny(max_loaded_models=2), factory)
     a, b = tmp_path / "a", tmp_path / "b"
     for folder in (a, b, tmp_path / "c"):
         folder.mkdir()
@@ -251,10 +251,10 @@ def test_pool_loads_once_evicts_the_least_recently_used_and_explains_failures(tm
         pool.get(str(empty))
     with pytest.raises(ModelUnavailableError, match="not an existing directory"):
         pool.get("/nonexistent/model/dir")
-    remote = BackendPool(AppSettings.tiny(backend="openai", server_url="http://box/v1"), factory)
+    remote = BackendPool(ChatSettings.tiny(backend="openai", server_url="http://box/v1"), factory)
     with pytest.raises(ModelUnavailableError, match="template override needs the local backend"):
         remote.get("served", "vicuna_v1")
-    paced = BackendPool(AppSettings.tiny(stream_delay_ms=10), factory).get(str(a))
+    paced = BackendPool(ChatSettings.tiny(stream_delay_ms=10), factory).get(str(a))
     assert isinstance(paced, PacedBackend) and paced.delay_s == 0.01
 
 

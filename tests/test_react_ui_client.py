@@ -20,8 +20,9 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from test_react_support import save_random_tiny_clip, toy_caption, write_toy_pool
 
+from app_shell.settings import AppSettings
 from app_shell.shell import build_app, launch
-from llava_demo.ui.settings import AppSettings
+from llava_demo.ui.settings import ChatSettings
 from react_explorer.cli.build_index import main as build_main
 from react_explorer.cli.retrieve import main as retrieve_main
 from react_explorer.embedding.model_spec import DEFAULT_MODEL_DIR
@@ -59,7 +60,7 @@ def served(tmp_path_factory):
     cfg = ExplorerConfig.tiny(root, world=world, clip_dir=clip)
     services = ExplorerServices(cfg)
     tab = tab_from_services(services)
-    settings = AppSettings.tiny()
+    settings = AppSettings(chat=ChatSettings.tiny())
     demo = build_app(settings, [tab])
     _app, url = launch(demo, settings, [tab], block=False)
     try:

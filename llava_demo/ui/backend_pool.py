@@ -18,7 +18,7 @@ from llava_demo.backends.base import BackendError, ChatBackend
 from llava_demo.backends.factory import make_backend
 from llava_demo.server.cli import StartupError, check_local_model
 from llava_demo.ui.paced_backend import PacedBackend
-from llava_demo.ui.settings import AppSettings
+from llava_demo.ui.settings import ChatSettings
 
 log = logging.getLogger("llava_demo.ui.backend_pool")
 BackendFactory = Callable[..., ChatBackend]
@@ -32,7 +32,7 @@ class ModelUnavailableError(RuntimeError):
 class BackendPool:
     """Thread-safe cache of backends keyed by (model, template override)."""
 
-    def __init__(self, settings: AppSettings, factory: BackendFactory = make_backend) -> None:
+    def __init__(self, settings: ChatSettings, factory: BackendFactory = make_backend) -> None:
         self.settings = settings
         self._factory = factory
         self._lock = threading.Lock()

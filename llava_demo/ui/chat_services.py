@@ -16,7 +16,7 @@ from llava_demo.ui.examples import ChatExample, ExamplesError, find_examples_fil
 from llava_demo.ui.feedback import FeedbackLog
 from llava_demo.ui.generations import GenerationJob, Outcome, Progress, SessionGenerations
 from llava_demo.ui.model_choices import ModelChoice, local_model_choices, served_model_choices
-from llava_demo.ui.settings import AppSettings
+from llava_demo.ui.settings import ChatSettings
 from vision_common.chat.conversation import Conversation
 from vision_common.images.limits import ImageLimits
 from vision_common.zerogpu import gpu_decorator
@@ -26,7 +26,7 @@ log = logging.getLogger("llava_demo.ui.chat")
 
 @dataclass
 class ChatServices:
-    settings: AppSettings
+    settings: ChatSettings
     pool: BackendPool
     generations: SessionGenerations = field(default_factory=SessionGenerations)
     feedback: FeedbackLog | None = None
@@ -35,7 +35,7 @@ class ChatServices:
     """Why examples.json could not be used (shown in the tab instead of the examples)."""
 
     @classmethod
-    def create(cls, settings: AppSettings, factory: BackendFactory | None = None) -> ChatServices:
+    def create(cls, settings: ChatSettings, factory: BackendFactory | None = None) -> ChatServices:
         pool = BackendPool(settings) if factory is None else BackendPool(settings, factory)
         examples: tuple[ChatExample, ...] = ()
         problem = None

@@ -11,12 +11,12 @@ from typing import Any
 
 import gradio as gr
 
-from app_shell.shell import AppTab
 from llava_demo.ui.chat_api import ChatApi
 from llava_demo.ui.chat_handlers import MODEL_DEFAULT_TEMPLATE, NO_IMAGE_TEXT, ChatHandlers
 from llava_demo.ui.chat_services import ChatServices
 from llava_demo.ui.chat_state import FREE_FORM, RESPONSE_FORMATS, ChatState
-from llava_demo.ui.settings import AppSettings
+from llava_demo.ui.settings import ChatSettings
+from vision_common.app_tab import AppTab
 from vision_common.chat.templates import template_names
 
 GENERATE = "generate"  # the concurrency group of every event that runs the model
@@ -27,8 +27,8 @@ POLICY = (
 )
 
 
-def chat_tab(settings: AppSettings) -> AppTab:
-    """The tab factory listed in ``shell.TAB_FACTORIES``."""
+def chat_tab(settings: ChatSettings) -> AppTab:
+    """The chat tab from its own settings (the app shell calls this; so do tests)."""
     services = ChatServices.create(settings)
     return tab_from_services(services)
 

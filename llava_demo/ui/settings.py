@@ -6,7 +6,7 @@ two cores).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,8 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
-class AppSettings:
-    """How ``python app.py`` serves. Each field has a flag and an ``APP_*`` variable (``app_args``)."""
+class ChatSettings:
+    """How ``python app.py`` serves. Each field has a flag and an ``APP_*`` variable (``app_shell.args``)."""
 
     backend: BackendKind = "local"
     """local: transformers in this process; sglang: attach (``server_url``) or launch; openai: any server."""
@@ -65,8 +65,6 @@ class AppSettings:
     max_loaded_models: int = 2
     """Models kept in memory when users switch models; the least recently used one is closed."""
     checkpoint_roots: tuple[Path, ...] = DEFAULT_CHECKPOINT_ROOTS
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
-    """Settings for tabs that other packages add (their own keys); the chat tab ignores them."""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKEND_KINDS:
@@ -123,7 +121,7 @@ class AppSettings:
         return options
 
     @classmethod
-    def tiny(cls, **overrides: Any) -> AppSettings:
+    def tiny(cls, **overrides: Any) -> ChatSettings:
         """For tests: a free port, no preload, no feedback file, 1 MiB uploads, two generations at once."""
         values: dict[str, Any] = {
             "port": 0,

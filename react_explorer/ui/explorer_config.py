@@ -1,11 +1,13 @@
 """``ExplorerConfig``: where the explorer tab finds its world, model, indexes and cache, and where it exports.
 
-No Gradio and no torch import: the tab factory builds this from ``AppSettings`` before anything heavy loads.
+No Gradio and no torch import: the app shell builds this from the explorer's own flags
+(``add_explorer_arguments``) before anything heavy loads.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,6 @@ DEFAULT_WORLD = PROJECT_ROOT / ".cache" / "synthworld" / "default-seed0"
 DEFAULT_CACHE_ROOT = PROJECT_ROOT / ".cache" / "react_explorer"
 DEFAULT_RUNS_ROOT = PROJECT_ROOT / "runs" / "react"
 EXPORTS_FOLDER = "exports"
-# AppSettings.extra key holding the index directories given with ``python app.py --react-index DIR``.
-INDEXES_SETTING = "react_indexes"
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,6 @@ class ExplorerConfig:
     """DataLoader decode processes for the first-use build (0: the vision tower, not decoding, bounds it)."""
     verify_checksums: bool = True
     """Hash every index file on load (a 30k-pair index hashes in well under a second)."""
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("world", "clip_dir", "cache_root", "runs_root", "export_dir"):
@@ -92,3 +91,25 @@ class ExplorerConfig:
     @property
     def tasks_dir(self) -> Path:
         return self.world / "tasks"
+
+
+def add_explorer_arguments(parser: argparse.ArgumentParser) -> None:
+    """The explorer tab's flags on the app's command line."""
+    group = parser.add_argument_group("REACT explorer")
+    group.add_argument(
+        "--react-index",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="an index built by python -m react_explorer.build_index, offered in the REACT explorer tab "
+        "(repeatable; runs/react/*/ is found without it)",
+    )
+
+
+def explorer_config_from_args(args: argparse.Namespace) -> ExplorerConfig:
+    """The tab's settings from its flags; a missing ``--react-index`` directory is a ``ValueError`` naming it."""
+    missing = [str(path) for path in args.react_index if not path.is_dir()]
+    if missing:
+        raise ValueError(f"--react-index {missing[0]} is not a directory")
+    return ExplorerConfig(user_indexes=tuple(args.react_index))

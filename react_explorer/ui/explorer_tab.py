@@ -11,16 +11,15 @@ from typing import Any
 
 import gradio as gr
 
-from app_shell.shell import AppTab
-from llava_demo.ui.settings import AppSettings
 from react_explorer.retrieval.class_queries import MODES
 from react_explorer.ui.explorer_api import ExplorerApi
-from react_explorer.ui.explorer_config import INDEXES_SETTING, ExplorerConfig
+from react_explorer.ui.explorer_config import ExplorerConfig
 from react_explorer.ui.explorer_handlers import NO_SELECTION, ExplorerHandlers
 from react_explorer.ui.explorer_services import ExplorerServices
 from react_explorer.ui.index_sources import EMBEDDED, embedded_problem
 from react_explorer.ui.query_inputs import DEFAULT_TEMPLATES, MAX_K, TEMPLATE_CHOICES, list_tasks
 from react_explorer.ui.results_view import SUMMARY_HEADERS
+from vision_common.app_tab import AppTab
 
 HELP = (
     "REACT retrieval: every class name is put into every template, each prompt retrieves its top **k** pairs "
@@ -29,9 +28,8 @@ HELP = (
 )
 
 
-def react_explorer_tab(settings: AppSettings) -> AppTab:
-    """The tab factory listed in ``shell.TAB_FACTORIES`` (cheap: reads manifests, loads nothing)."""
-    cfg = ExplorerConfig(user_indexes=tuple(settings.extra.get(INDEXES_SETTING, ())))
+def react_explorer_tab(cfg: ExplorerConfig) -> AppTab:
+    """The explorer tab from its own settings (cheap: reads manifests, loads nothing)."""
     return tab_from_services(ExplorerServices(cfg))
 
 

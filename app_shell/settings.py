@@ -1,0 +1,39 @@
+"""``AppSettings``: what ``python app.py`` was asked for, one record per tab, each owned by its tab's package.
+
+The chat tab's settings also carry the serving facts (bind address, upload cap, concurrency) because the chat
+decides with them (custom checkpoints only on loopback, the queue limit of generating events); the shell reads
+them from there. No Gradio import: ``--help`` and bad flags answer before Gradio loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from llava_demo.ui.settings import ChatSettings
+from react_explorer.ui.explorer_config import ExplorerConfig
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    chat: ChatSettings = field(default_factory=ChatSettings)
+    explorer: ExplorerConfig = field(default_factory=ExplorerConfig)
+
+    @property
+    def host(self) -> str:
+        return self.chat.host
+
+    @property
+    def port(self) -> int:
+        return self.chat.port
+
+    @property
+    def concurrency(self) -> int:
+        return self.chat.concurrency
+
+    @property
+    def max_upload_mb(self) -> int:
+        return self.chat.max_upload_mb
+
+    @property
+    def loopback_only(self) -> bool:
+        return self.chat.loopback_only
