@@ -15,10 +15,12 @@ from PIL import Image
 from test_server_fakes import FakeBackend
 
 from llava_demo.backends.base import BackendUnavailable, CancelToken, SamplingParams, Usage, collect
+from llava_demo.backends.images import prepare_images
 from llava_demo.backends.local_prompt import ImageTokenCounter
 from llava_demo.ui import chat_state as cs
 from llava_demo.ui.anyres_panel import anyres_view, counter_for
 from llava_demo.ui.backend_pool import BackendPool, ModelUnavailableError
+from llava_demo.ui.decoded_uploads import DecodedUploads
 from llava_demo.ui.examples import ExamplesError, load_examples
 from llava_demo.ui.feedback import FeedbackLog
 from llava_demo.ui.generations import GenerationJob, Outcome, SessionBusyError, SessionGenerations
@@ -28,7 +30,8 @@ from llava_demo.ui.settings import ChatSettings
 from vision_common.anyres.geometry import AnyResConfig, num_image_tokens
 from vision_common.chat.conversation import Conversation
 from vision_common.chat.format_prompts import SHORT_ANSWER
-from vision_common.images.load import ImageLimits
+from vision_common.images import sources
+from vision_common.images.load import ImageLimits, load_image
 from vision_common.zerogpu import gpu_decorator
 
 SLOW_TOKENS = tuple(f" t{i}" for i in range(200))
@@ -74,7 +77,7 @@ def test_response_format_is_appended_on_its_own_line():
 
 
 def test_bad_messages_are_refused_naming_the_file_and_the_reason(images):
-    limits = ImageLimits(max_bytes=100_000)
+    limits = DecodedUploads(ImageLimits(max_bytes=100_000))
     assert cs.check_message("hi", [images["wide"]], limits) == [images["wide"]]
     cases = [
         (("  ", []), "the message is empty"),
@@ -337,7 +340,7 @@ def test_zerogpu_decorator_is_the_identity_without_spaces_and_spaces_gpu_with_it
 
 def test_anyres_panel_counts_what_the_processor_counts(images):
     counter = ImageTokenCounter(AnyResConfig.tiny(), "default", True)
-    view = anyres_view(images["wide"], counter, "tiny", ImageLimits())
+    view = anyres_view(images["wide"], load_image(images["wide"], ImageLimits()), counter, "tiny")
     assert view.token_count == num_image_tokens((100, 50), AnyResConfig.tiny()) == 52
     assert len(view.crops) == view.plan.num_crops == 3
     assert [caption for _, caption in view.crops] == [
@@ -377,3 +380,43 @@ def test_the_registry_forgets_the_oldest_sessions_beyond_its_cap():
         job.wait(5)
         registry.finish(name, job)
     assert registry.last_outcome("a") is None and registry.last_outcome("c").text == "Hello, world!"
+
+
+# -- one decode per upload --------------------------------------------------------------------------------
+
+
+def test_an_upload_is_decoded_once_from_send_to_the_model(images, monkeypatch):
+    """check_message, the AnyRes panel and the backend's image preparation share one decode of the file."""
+    decodes: list[str] = []
+    real = sources.load_image_bytes
+
+    def counting(data, limits, *, source):
+        decodes.append(source)
+        return real(data, limits, source=source)
+
+    monkeypatch.setattr(sources, "load_image_bytes", counting)
+    uploads = DecodedUploads(ImageLimits(max_bytes=1_000_000))
+    paths = cs.check_message("what is it?", [images["wide"]], uploads)
+    panel_image = uploads.load(images["wide"])  # the AnyRes panel's read of the same file
+    conversation = uploads.resolve(Conversation().with_user("what is it?", paths))
+    prepared = prepare_images(conversation.images, uploads.limits)
+    assert len(decodes) == 1
+    assert prepared.images[0] is panel_image
+    Image.new("RGB", (40, 20), "blue").save(images["wide"], format="PNG")  # the file changes: decoded anew
+    assert uploads.load(images["wide"]).image.size == (40, 20) and len(decodes) == 2
+
+
+def test_decoded_uploads_are_bounded_and_leave_urls_alone(tmp_path):
+    uploads = DecodedUploads(ImageLimits(), capacity=2)
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(path)
+        paths.append(str(path))
+        uploads.load(path)
+    assert len(uploads._images) == 2
+    url = "data:image/png;base64,AAAA"
+    resolved = uploads.resolve(Conversation().with_user("x", [paths[0], url]))
+    assert resolved.images[1] == url and resolved.images[0].image.getpixel((0, 0)) == (0, 0, 0)
+    with pytest.raises(ValueError, match="capacity"):
+        DecodedUploads(ImageLimits(), capacity=0)

@@ -17,7 +17,7 @@ import PIL.Image
 from llava_demo.backends.local_prompt import ImageTokenCounter
 from vision_common.anyres.geometry import AnyResConfig, AnyResPlan, plan
 from vision_common.anyres.render import render_grid, tile_images
-from vision_common.images.load import ImageLimits, load_image
+from vision_common.images.limits import LoadedImage
 
 # Wide enough to read the tile numbers, small enough to send quickly.
 PANEL_MAX_WIDTH = 1000
@@ -57,9 +57,8 @@ def counter_for(backend: Any) -> tuple[ImageTokenCounter, str]:
     return DEFAULT_COUNTER, "LLaVA-1.6 defaults (a remote server's processor is not visible from the app)"
 
 
-def anyres_view(image_path: str, counter: ImageTokenCounter, source: str, limits: ImageLimits) -> AnyResView:
-    """Decode ``image_path`` (``ImageInputError`` names it when it is bad) and lay out its AnyRes plan."""
-    loaded = load_image(image_path, limits)
+def anyres_view(image_path: str, loaded: LoadedImage, counter: ImageTokenCounter, source: str) -> AnyResView:
+    """Lay out the AnyRes plan of ``loaded``, the decoded ``image_path`` (decoding is the caller's, once)."""
     image = loaded.image
     image_plan = plan(image.size, counter.anyres, counter.strategy, counter.has_cls)
     crops = tile_images(image, counter.anyres)

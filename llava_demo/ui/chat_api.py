@@ -55,7 +55,7 @@ class ChatApi:
         """Outputs: answer so far, info (finish reason, token counts, timings), state."""
         session = session_id(request)
         try:
-            paths = cs.check_message(text, _paths(images), self.services.limits)
+            paths = cs.check_message(text, _paths(images), self.services.uploads)
             asked = cs.add_question(state, cs.compose_text(text or "", response_format), paths)
             params = sampling_params(temperature, top_p, max_new_tokens)
             backend = self.services.backend(model, template_or_none(template))

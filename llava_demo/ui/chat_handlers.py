@@ -75,7 +75,7 @@ class ChatHandlers:
         """Outputs: state, chatbot, input box, status, image picker, Stop/Regenerate/Undo/Clear buttons."""
         message = message or {}
         try:
-            images = cs.check_message(message.get("text"), message.get("files"), self.services.limits)
+            images = cs.check_message(message.get("text"), message.get("files"), self.services.uploads)
             text = cs.compose_text(message.get("text") or "", response_format)
             new_state = cs.add_question(state, text, images)
         except ChatInputError as exc:
@@ -192,7 +192,7 @@ class ChatHandlers:
         else:
             counter, source = counter_for(None)
         try:
-            view = anyres_view(image_path, counter, source, self.services.limits)
+            view = anyres_view(image_path, self.services.uploads.load(image_path), counter, source)
         except ImageInputError as exc:
             return "", error_status(str(exc)), None, []
         return str(view.token_count), view.summary(), view.grid_picture, list(view.crops)

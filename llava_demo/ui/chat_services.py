@@ -12,6 +12,7 @@ from typing import Any
 from llava_demo.backends.base import ChatBackend, SamplingParams
 from llava_demo.presets import PresetError, load_presets
 from llava_demo.ui.backend_pool import BackendFactory, BackendPool, ModelUnavailableError
+from llava_demo.ui.decoded_uploads import DecodedUploads
 from llava_demo.ui.examples import ChatExample, ExamplesError, find_examples_file, load_examples
 from llava_demo.ui.feedback import FeedbackLog
 from llava_demo.ui.generations import GenerationJob, Outcome, Progress, SessionGenerations
@@ -33,6 +34,11 @@ class ChatServices:
     examples: tuple[ChatExample, ...] = ()
     examples_problem: str | None = None
     """Why examples.json could not be used (shown in the tab instead of the examples)."""
+    uploads: DecodedUploads = field(init=False)
+    """Every uploaded image decoded once, with the app's limits, for validation, the panel and the model."""
+
+    def __post_init__(self) -> None:
+        self.uploads = DecodedUploads(self.settings.image_limits())
 
     @classmethod
     def create(cls, settings: ChatSettings, factory: BackendFactory | None = None) -> ChatServices:
@@ -103,7 +109,7 @@ class ChatServices:
 
         On ZeroGPU this is the function that holds the GPU (``gpu_decorator``).
         """
-        return _gpu_answer(self.generations, session, backend, conversation, params)
+        return _gpu_answer(self.generations, session, backend, self.uploads.resolve(conversation), params)
 
     def close(self) -> None:
         self.pool.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from llava_demo.ui.decoded_uploads import DecodedUploads
 from llava_demo.ui.generations import Outcome
 from vision_common.chat.conversation import Conversation
 from vision_common.chat.format_prompts import (
@@ -23,7 +24,7 @@ from vision_common.chat.format_prompts import (
     VERIFY_QUESTION,
     YES_NO,
 )
-from vision_common.images.load import ImageInputError, ImageLimits, load_image
+from vision_common.images.load import ImageInputError
 
 # The dissertation's response-format prompts (LLaVA-1.5 Sec. 4), appended on a new line after the question.
 FREE_FORM = "Free-form answer"
@@ -81,11 +82,11 @@ def compose_text(text: str, response_format: str | None) -> str:
     return f"{text}\n{instruction}" if text else instruction
 
 
-def check_message(text: str | None, files: Sequence[str] | None, limits: ImageLimits) -> list[str]:
+def check_message(text: str | None, files: Sequence[str] | None, uploads: DecodedUploads) -> list[str]:
     """Validate a message before it joins the conversation; returns the image paths in order.
 
-    Every image is decoded once here with the app's limits (size, pixels, format), so a bad file is refused
-    with its name and reason before any model runs; the backend decodes it again with its own limits.
+    Every image is decoded here, once, with the app's limits (size, pixels, format), so a bad file is refused
+    with its name and reason before any model runs; the decoded image is kept in ``uploads`` for the model.
     """
     files = [str(f) for f in (files or []) if f]
     if not (text or "").strip() and not files:
@@ -96,7 +97,7 @@ def check_message(text: str | None, files: Sequence[str] | None, limits: ImageLi
         raise ChatInputError(f"{len(files)} files attached; at most {MAX_IMAGES_PER_MESSAGE} per message")
     for path in files:
         try:
-            load_image(path, limits)
+            uploads.load(path)
         except ImageInputError as exc:
             hint = "; the app's upload limit is set with --max-upload-mb" if exc.code == "too_large" else ""
             raise ChatInputError(
