@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from vision_common.anyres.geometry import STRATEGIES, AnyResConfig, parse_pinpoints, parse_size, plan
+from vision_common.cli_help import HelpFormatter
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -18,6 +19,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
         prog="python -m llava_demo.anyres",
         description="Show the AnyRes plan (canvas, tile grid, token count) for an image size. "
         "Sizes are WxH; grid is [columns, rows].",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--size", required=True, help="image size WxH, e.g. 640x480")
     parser.add_argument("--tile", type=int, default=336, help="vision tower input size (default 336)")

@@ -30,6 +30,7 @@ from llava_demo.server.cli import StartupError, check_local_model, remote_backen
 from llava_demo.server.config import DEFAULT_MODEL
 from vision_common.chat.conversation import Conversation
 from vision_common.chat.templates import UnknownTemplateError, get_template
+from vision_common.cli_help import HelpFormatter
 from vision_common.images.load import ImageInputError, ImageLimits, LoadedImage, load_image
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m llava_demo.cli",
         description="Ask LLaVA-NeXT about images: one shot with --prompt, interactive without it.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--image", action="append", default=[], metavar="PATH", help="an image (repeat for several)"

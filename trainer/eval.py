@@ -27,6 +27,7 @@ from trainer.recipes.foundation import world_cache_dir
 from trainer.synthworld.config import WorldConfig
 from trainer.synthworld.world import generate_world
 from vision_common.atomic import OutputNotWritableError, atomic_write_json, atomic_write_text
+from vision_common.cli_help import HelpFormatter
 
 DEFAULT_MODEL_PRESET = "synthworld-llava-next"
 DEFAULT_WORLD_PRESET = "default"
@@ -76,9 +77,15 @@ def make_answerer(model: str) -> Answerer:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m trainer.eval", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.eval", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    llava = commands.add_parser("llava", help="LLaVA chat model on the SynthWorld vqa/pope/mc/detail sets")
+    llava = commands.add_parser(
+        "llava",
+        help="LLaVA chat model on the SynthWorld vqa/pope/mc/detail sets",
+        formatter_class=HelpFormatter,
+    )
     llava.add_argument(
         "--model", default=None, help=f"preset name or model directory (default: {DEFAULT_MODEL_PRESET})"
     )

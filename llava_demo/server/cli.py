@@ -24,6 +24,7 @@ from llava_demo.presets import PresetError, UnknownModelError, resolve_model
 from llava_demo.server.app import create_app
 from llava_demo.server.config import DEFAULT_MODEL, DEFAULT_PORT, ServerConfig, ServerConfigError
 from vision_common.chat.templates import UnknownTemplateError, get_template
+from vision_common.cli_help import HelpFormatter
 
 log = logging.getLogger("llava_demo.server.cli")
 EXIT_STARTUP_ERROR = 2
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m llava_demo.server",
         description="Serve LLaVA-NeXT over the OpenAI chat-completions API (images, streaming, usage), "
         "with SGLang's /health and /v1/models.",
+        formatter_class=HelpFormatter,
     )
     model = parser.add_argument_group("model")
     model.add_argument(

@@ -18,6 +18,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from vision_common.cli_help import HelpFormatter
+
 # Idle OpenMP threads must sleep, not spin, while DataLoader workers decode images on the same cores; libgomp
 # reads this once, when torch is first imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -38,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m react_explorer.build_index",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--pool", required=True, help="pool parquet, image folder, or embeddings folder")
     parser.add_argument("--out", required=True, help="index directory (replaced atomically)")

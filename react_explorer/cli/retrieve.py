@@ -35,13 +35,14 @@ from react_explorer.retrieval.class_queries import (
 )
 from react_explorer.retrieval.prompt_templates import load_templates, parse_class_names, read_class_file
 from vision_common.atomic import atomic_write_bytes
+from vision_common.cli_help import HelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m react_explorer.retrieve",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--index", required=True, help="index directory written by react_explorer.cli.build_index"

@@ -28,6 +28,7 @@ from react_explorer.embedding.model_spec import parse_model_spec
 from react_explorer.errors import QueryError, ReactExplorerError
 from react_explorer.index.clip_index import ClipIndex
 from react_explorer.knn.protocol import DEFAULT_MAX_RESULT_IDS, answer_knn, answer_metadata, parse_knn_request
+from vision_common.cli_help import HelpFormatter
 
 MAX_IMAGE_URL_BYTES = 20 << 20
 DEFAULT_MAX_REQUEST_BYTES = 32 << 20  # a base64 query image plus JSON
@@ -182,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m react_explorer.knn.service",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--index", action="append", default=[], help="NAME=DIR, repeatable")
     parser.add_argument("--indices-paths", default=None, help='clip-retrieval style JSON {"name": "DIR"}')

@@ -31,6 +31,7 @@ from trainer.data_engine.rule_teacher import RuleTeacher
 from trainer.data_engine.schema import RecordError, validate_records
 from trainer.data_engine.teachers import Teacher
 from vision_common.atomic import OutputNotWritableError, atomic_write_json
+from vision_common.cli_help import HelpFormatter
 
 
 def _types(text: str) -> tuple[str, ...]:
@@ -52,9 +53,17 @@ def _fractions(text: str) -> dict[str, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m trainer.data_engine", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.data_engine",
+        description=__doc__.split("\n")[0],
+        formatter_class=HelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    build = commands.add_parser("build", help="generate LLaVA instruction data from COCO-format annotations")
+    build = commands.add_parser(
+        "build",
+        help="generate LLaVA instruction data from COCO-format annotations",
+        formatter_class=HelpFormatter,
+    )
     build.add_argument("--captions", type=Path, required=True, help="COCO captions JSON")
     build.add_argument(
         "--instances", type=Path, required=True, help="COCO instances JSON (boxes, categories)"
@@ -100,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_argument("--retries", type=int, default=4, help="retries on 5xx/429/connection errors")
     llm.add_argument("--temperature", type=float, default=0.7)
     llm.add_argument("--max-tokens", type=int, default=1024)
-    validate = commands.add_parser("validate", help="check an existing LLaVA conversation JSON")
+    validate = commands.add_parser(
+        "validate", help="check an existing LLaVA conversation JSON", formatter_class=HelpFormatter
+    )
     validate.add_argument("path", type=Path)
     return parser
 

@@ -42,6 +42,7 @@ from trainer.runtime.data_order import DataOrderError
 from trainer.runtime.loop import RunResult, TrainJob, make_accelerator, run_training, seed_everything
 from vision_common.atomic import atomic_write_json
 from vision_common.chat.conversation import DEFAULT_IMAGE_TOKEN
+from vision_common.cli_help import HelpFormatter
 
 FINAL_DIR = "final"
 RUN_CONFIG_NAME = "run_config.json"
@@ -51,7 +52,11 @@ EXIT_BAD_INPUT = 2
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m trainer.llava.train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.llava.train",
+        description=__doc__.split("\n")[0],
+        formatter_class=HelpFormatter,
+    )
     parser.add_argument("--config", choices=PRESETS, required=True, help="stage preset")
     parser.add_argument(
         "--stage", type=int, choices=(1, 2), required=True, help="1: alignment, 2: instructions"

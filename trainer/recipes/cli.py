@@ -12,6 +12,7 @@ from pathlib import Path
 
 from trainer.recipes.foundation import RecipeConfig, run_recipe
 from trainer.recipes.llava import LlavaRecipeConfig, run_llava_recipe
+from vision_common.cli_help import HelpFormatter
 from vision_common.paths import PROJECT_ROOT
 
 
@@ -19,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m trainer.recipe",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "recipe",

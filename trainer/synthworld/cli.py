@@ -13,12 +13,19 @@ from trainer.synthworld.config import PRESETS, WorldConfig
 from trainer.synthworld.preview import contact_sheet
 from trainer.synthworld.world import generate_world
 from vision_common.atomic import OutputNotWritableError, atomic_write_bytes
+from vision_common.cli_help import HelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m trainer.synthworld", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.synthworld", description=__doc__, formatter_class=HelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    generate = commands.add_parser("generate", help="generate a world into a directory (replaced atomically)")
+    generate = commands.add_parser(
+        "generate",
+        help="generate a world into a directory (replaced atomically)",
+        formatter_class=HelpFormatter,
+    )
     generate.add_argument("--out", required=True, help="output directory; replaced only when complete")
     generate.add_argument("--seed", type=int, default=0, help="global seed (default 0)")
     generate.add_argument("--preset", choices=sorted(PRESETS), default="default", help="world size preset")
@@ -28,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=min(2, os.cpu_count() or 1),
         help="render processes (output is identical for any count; default: min(2, CPUs))",
     )
-    preview = commands.add_parser("preview", help="write a contact sheet PNG of a generated world")
+    preview = commands.add_parser(
+        "preview", help="write a contact sheet PNG of a generated world", formatter_class=HelpFormatter
+    )
     preview.add_argument("--world", required=True, help="a generated world directory")
     preview.add_argument("--out", required=True, help="PNG file to write")
     return parser
