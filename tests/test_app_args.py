@@ -123,3 +123,12 @@ def test_help_documents_every_flag_and_variable_and_does_not_import_gradio():
         timeout=60,
     )
     assert probe.stdout.strip() == "False", probe.stderr
+
+
+def test_the_explorer_tab_owns_its_index_flag(tmp_path):
+    settings = parse_settings(["--react-index", str(tmp_path)], environ={})
+    assert settings.explorer.user_indexes == (tmp_path.resolve(),)
+    assert settings.chat.model == "synthworld-llava-next"  # the chat's settings know nothing of the explorer
+    with pytest.raises(SystemExit) as exit_info:
+        parse_settings(["--react-index", str(tmp_path / "missing")], environ={})
+    assert exit_info.value.code == 2
