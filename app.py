@@ -23,9 +23,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)  # --help and bad flags answer before Gradio is imported
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("app")
-    if not settings.loopback_only:
+    if not settings.chat.loopback_only:
         log.warning(
-            "listening on %s: anyone who can reach port %d can use the app", settings.host, settings.port
+            "listening on %s: anyone who can reach port %d can use the app",
+            settings.chat.host,
+            settings.chat.port,
         )
     # Imported after the flags are parsed: the shell imports Gradio and every tab (seconds on two cores).
     from app_shell.shell import TabLoadError, build_app, close_tabs, launch, make_tabs, run_startup

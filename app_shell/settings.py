@@ -15,25 +15,7 @@ from react_explorer.ui.explorer_config import ExplorerConfig
 
 @dataclass(frozen=True)
 class AppSettings:
+    """Every tab's settings; the serving facts (host, port, upload cap, concurrency) are read from ``chat``."""
+
     chat: ChatSettings = field(default_factory=ChatSettings)
     explorer: ExplorerConfig = field(default_factory=ExplorerConfig)
-
-    @property
-    def host(self) -> str:
-        return self.chat.host
-
-    @property
-    def port(self) -> int:
-        return self.chat.port
-
-    @property
-    def concurrency(self) -> int:
-        return self.chat.concurrency
-
-    @property
-    def max_upload_mb(self) -> int:
-        return self.chat.max_upload_mb
-
-    @property
-    def loopback_only(self) -> bool:
-        return self.chat.loopback_only

@@ -60,7 +60,7 @@ def make_tabs(settings: AppSettings, factories: Sequence[TabFactory] = DEFAULT_T
 
 
 def build_app(settings: AppSettings, tabs: Sequence[AppTab]) -> gr.Blocks:
-    """The Blocks app with one tab per ``AppTab`` and a queue limited to ``settings.concurrency``."""
+    """The Blocks app with one tab per ``AppTab`` and a queue limited to ``settings.chat.concurrency``."""
     if not tabs:
         raise TabLoadError("no tabs to show")
     with gr.Blocks(title=APP_TITLE, analytics_enabled=False, delete_cache=CACHE_CLEANUP) as demo:
@@ -72,7 +72,7 @@ def build_app(settings: AppSettings, tabs: Sequence[AppTab]) -> gr.Blocks:
                 with gr.Tab(tab.title, id=tab.tab_id):
                     tab.build()
     # Events that generate set their own limit (concurrency_id "generate"); the rest are cheap.
-    demo.queue(default_concurrency_limit=settings.concurrency, max_size=QUEUE_MAX_SIZE)
+    demo.queue(default_concurrency_limit=settings.chat.concurrency, max_size=QUEUE_MAX_SIZE)
     return demo
 
 
@@ -83,10 +83,10 @@ def launch(
     (FastAPI app, local URL); with ``block=False`` it returns once the server answers."""
     allowed = sorted({path for tab in tabs for path in tab.allowed_paths})
     app, local_url, _share = demo.launch(
-        server_name=settings.host,
-        server_port=settings.port or _free_port(settings.host),
+        server_name=settings.chat.host,
+        server_port=settings.chat.port or _free_port(settings.chat.host),
         share=False,
-        max_file_size=f"{settings.max_upload_mb}mb",
+        max_file_size=f"{settings.chat.max_upload_mb}mb",
         allowed_paths=allowed,
         ssr_mode=False,
         show_error=True,

@@ -13,7 +13,7 @@ from trainer.llava.eval.data import (
     EvalItem,
     distinct_images,
     load_eval_sets,
-    load_image,
+    open_eval_image,
     parse_jsonl,
     select_items,
 )
@@ -150,10 +150,10 @@ def test_distinct_images_are_evenly_spaced() -> None:
 
 def test_load_image_errors_name_the_question(tmp_path: Path, tiny_world: Path) -> None:
     item = load_eval_sets(tiny_world, names=("vqa",))["vqa"][0]
-    image = load_image(tiny_world, item.image, item.where)
+    image = open_eval_image(tiny_world, item.image, item.where)
     assert image.mode == "RGB" and min(image.size) >= 64
     with pytest.raises(EvalDataError, match="vqa question 7: image .*missing.png does not exist"):
-        load_image(tmp_path, "missing.png", "vqa question 7")
+        open_eval_image(tmp_path, "missing.png", "vqa question 7")
     (tmp_path / "broken.png").write_bytes(b"not a png")
     with pytest.raises(EvalDataError, match="cannot be read"):
-        load_image(tmp_path, "broken.png", "vqa question 8")
+        open_eval_image(tmp_path, "broken.png", "vqa question 8")

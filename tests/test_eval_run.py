@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from trainer import eval as eval_cli
-from trainer.llava.eval.data import EvalItem, load_eval_sets, load_image, select_items
+from trainer.llava.eval.data import EvalItem, load_eval_sets, open_eval_image, select_items
 from trainer.llava.eval.run import (
     AnswerError,
     BackendAnswerer,
@@ -47,7 +47,7 @@ class OracleAnswerer:
     def __init__(self, world: Path, items: list[EvalItem], spoil: set[tuple[str, int]]) -> None:
         self.truth: dict[tuple[str, str], tuple[EvalItem, bool]] = {}
         for item in items:
-            key = (_digest(load_image(world, item.image, item.where)), item.text)
+            key = (_digest(open_eval_image(world, item.image, item.where)), item.text)
             self.truth[key] = (item, (item.set_name, item.question_id) in spoil)
         self.calls: list[int] = []
 

@@ -32,7 +32,7 @@ from transformers import PreTrainedTokenizerBase
 from trainer.data_engine.schema import GPT, IMAGE_TAG, RecordError, validate_records
 from trainer.llava.encode import EncodedSample, EncodingError, encode_prompt
 from vision_common.anyres.geometry import AnyResConfig, num_image_tokens
-from vision_common.anyres.image import to_rgb
+from vision_common.anyres.image import rgb_for_model
 from vision_common.anyres.pixels import PixelConfig, preprocess
 from vision_common.chat.conversation import ConversationError, from_llava_turns, split_image_markers
 from vision_common.chat.templates import TemplateError, render
@@ -239,7 +239,7 @@ class LlavaDataset(Dataset[dict[str, Any]]):
         pixel_values, image_sizes = [], []
         for path, size in zip(sample.image_paths, sample.image_sizes_wh):
             with PIL.Image.open(path) as image:
-                rgb = to_rgb(image)
+                rgb = rgb_for_model(image)
                 rgb.load()
             if rgb.size != size:
                 raise DataError(

@@ -30,7 +30,8 @@ from trainer.llava.collate import LlavaCollator
 from trainer.llava.data import DataError, LlavaDataset, prepare_samples, read_records, validate_all
 from trainer.llava.encode import IGNORE_INDEX
 from trainer.llava.eval.data import evenly_spaced
-from vision_common.anyres.pixels import preprocess, to_rgb
+from vision_common.anyres.image import rgb_for_model
+from vision_common.anyres.pixels import preprocess
 from vision_common.chat.conversation import DEFAULT_IMAGE_TOKEN
 
 CONDITIONS = ("right", "blank", "other")
@@ -74,7 +75,7 @@ def swapped_items(dataset: LlavaDataset, condition: str) -> list[dict[str, Any]]
         pixels = []
         for position, size in enumerate(sample.image_sizes_wh):
             with PIL.Image.open(donor_paths[position % len(donor_paths)]) as image:
-                donor = to_rgb(image).resize(size, PIL.Image.BICUBIC)
+                donor = rgb_for_model(image).resize(size, PIL.Image.BICUBIC)
             pixels.append(preprocess(donor, dataset.anyres, dataset.pixels).pixel_values)
         swapped.append({**item, "pixel_values": pixels})
     return swapped

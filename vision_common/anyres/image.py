@@ -1,5 +1,5 @@
-"""PIL-side AnyRes image operations shared by the pixel pipeline (``anyres_pixels``, "pil" backend) and the UI
-rendering (``anyres_render``): RGB conversion, the letterboxed canvas, the base image and the tile crops.
+"""PIL-side AnyRes image operations shared by the pixel pipeline (``pixels``, "pil" backend) and the UI
+rendering (``render``): RGB conversion, the letterboxed canvas, the base image and the tile crops.
 
 Pure PIL (no torch). Resizing is PIL bicubic, which is what transformers' ``LlavaNextImageProcessorPil``
 does, so ``tile_crops`` are byte-for-byte the crops that processor normalises.
@@ -10,20 +10,18 @@ from __future__ import annotations
 import PIL.Image
 
 from vision_common.anyres.geometry import AnyResConfig, AnyResPlan, plan
+from vision_common.images.modes import to_rgb
 
 
-def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
-    """transformers' ``convert_to_rgb`` rule: transparency is composited onto white, other modes are
-    ``convert("RGB")``-ed; an RGB image is returned as is (no copy)."""
+def rgb_for_model(image: PIL.Image.Image) -> PIL.Image.Image:
+    """The image as 8-bit RGB for the vision tower, by the project's one conversion
+    (``vision_common.images.modes.to_rgb``: transformers' ``convert_to_rgb`` rule, transparency composited onto
+    white, plus 16-bit and float modes); an RGB image is returned as is (no copy)."""
     if not isinstance(image, PIL.Image.Image):
         raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
     if image.width < 1 or image.height < 1:
         raise ValueError(f"image has no pixels: {image.width}x{image.height}")
-    if "A" in image.getbands() or image.info.get("transparency") is not None:
-        rgba = image.convert("RGBA")
-        white = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return PIL.Image.alpha_composite(white, rgba).convert("RGB")
-    return image if image.mode == "RGB" else image.convert("RGB")
+    return to_rgb(image)[0]
 
 
 def resize_bicubic(image: PIL.Image.Image, width: int, height: int) -> PIL.Image.Image:
@@ -47,7 +45,7 @@ def base_image(rgb: PIL.Image.Image, cfg: AnyResConfig) -> PIL.Image.Image:
 
 def tile_crops(image: PIL.Image.Image, cfg: AnyResConfig) -> tuple[AnyResPlan, list[PIL.Image.Image]]:
     """The plan plus the encoder's crops as RGB images: the base image first, then the tiles row-major."""
-    rgb = to_rgb(image)
+    rgb = rgb_for_model(image)
     anyres_plan = plan(rgb.size, cfg)
     canvas = padded_canvas(rgb, anyres_plan)
     return anyres_plan, [base_image(rgb, cfg), *(canvas.crop(box) for box in anyres_plan.tile_boxes)]

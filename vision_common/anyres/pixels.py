@@ -38,7 +38,7 @@ from vision_common.anyres.geometry import (
     resized_size_for_fit,
     select_best_resolution,
 )
-from vision_common.anyres.image import resize_bicubic, to_rgb
+from vision_common.anyres.image import resize_bicubic, rgb_for_model
 from vision_common.clip_constants import CLIP_MEAN, CLIP_STD
 
 RESIZE_BACKENDS = ("torch", "pil")
@@ -119,7 +119,7 @@ def preprocess(
 ) -> AnyResPixels:
     """Base image + AnyRes tiles of ``image`` as normalised float32 tensors (see module docstring)."""
     pixel_cfg = pixel_cfg or PixelConfig()
-    rgb = to_rgb(image)
+    rgb = rgb_for_model(image)
     width, height = rgb.size
     canvas = select_best_resolution((width, height), cfg.pinpoints)
     fit = resized_size_for_fit((width, height), canvas)

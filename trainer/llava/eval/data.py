@@ -205,7 +205,7 @@ def distinct_images(items: Sequence[EvalItem], count: int) -> list[str]:
     return evenly_spaced(list(dict.fromkeys(item.image for item in items)), count)
 
 
-def load_image(world: str | Path, item_image: str, where: str) -> Image.Image:
+def open_eval_image(world: str | Path, item_image: str, where: str) -> Image.Image:
     """Open an eval image as RGB; a missing or broken file is an ``EvalDataError`` naming the question."""
     path = Path(world) / item_image
     try:

@@ -28,7 +28,7 @@ from trainer.llava.eval.data import (
     Split,
     distinct_images,
     load_eval_sets,
-    load_image,
+    open_eval_image,
     select_items,
 )
 from trainer.llava.eval.report import build_report
@@ -187,7 +187,7 @@ class _LastImage:
 
     def get(self, relative: str, where: str) -> Image.Image:
         if relative != self.key:
-            self.image, self.key = load_image(self.world, relative, where), relative
+            self.image, self.key = open_eval_image(self.world, relative, where), relative
         assert self.image is not None
         return self.image
 
