@@ -10,18 +10,25 @@ from __future__ import annotations
 import PIL.Image
 
 from vision_common.anyres.geometry import AnyResConfig, AnyResPlan, plan
-from vision_common.images.modes import to_rgb
 
 
 def rgb_for_model(image: PIL.Image.Image) -> PIL.Image.Image:
-    """The image as 8-bit RGB for the vision tower, by the project's one conversion
-    (``vision_common.images.modes.to_rgb``: transformers' ``convert_to_rgb`` rule, transparency composited onto
-    white, plus 16-bit and float modes); an RGB image is returned as is (no copy)."""
+    """transformers' ``convert_to_rgb`` rule, kept exact for pixel parity with its processors: transparency is
+    composited onto white, other modes are ``convert("RGB")``-ed; an RGB image is returned as is (no copy).
+
+    Not ``vision_common.images.modes.to_rgb``: that one is the upload decoder's (it rescales 16-bit and float
+    images and reports what it did); images from the chat path arrive here already RGB from it. This rule is
+    for raw PIL images handed to the pixel pipeline, which must match what transformers computes.
+    """
     if not isinstance(image, PIL.Image.Image):
         raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
     if image.width < 1 or image.height < 1:
         raise ValueError(f"image has no pixels: {image.width}x{image.height}")
-    return to_rgb(image)[0]
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        rgba = image.convert("RGBA")
+        white = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return PIL.Image.alpha_composite(white, rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def resize_bicubic(image: PIL.Image.Image, width: int, height: int) -> PIL.Image.Image:
