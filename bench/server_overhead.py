@@ -105,7 +105,7 @@ def start_server_process(model: str, threads: int, interval_ms: float) -> tuple[
     command = [
         sys.executable,
         "-m",
-        "llava_demo.server.cli",
+        "llava_demo.server",
         "--model",
         model,
         "--port",

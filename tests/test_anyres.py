@@ -267,7 +267,7 @@ def test_cli_bad_args(argv, message, capsys):
 
 def test_cli_module_entry_point():
     done = subprocess.run(
-        [sys.executable, "-m", "vision_common.anyres.geometry", "--size", "800x600", "--json"],
+        [sys.executable, "-m", "llava_demo.anyres", "--size", "800x600", "--json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -275,7 +275,7 @@ def test_cli_module_entry_point():
     )
     assert json.loads(done.stdout)["num_image_tokens"] == 2340
     bad = subprocess.run(
-        [sys.executable, "-m", "vision_common.anyres.geometry", "--size", "12"],
+        [sys.executable, "-m", "llava_demo.anyres", "--size", "12"],
         capture_output=True,
         text=True,
     )

@@ -214,7 +214,7 @@ def test_missing_embedded_model_says_how_to_build_it() -> None:
 
     if Path(resolve_model(eval_cli.DEFAULT_MODEL_PRESET).checkpoint).is_dir():
         pytest.skip("the embedded model is built")
-    with pytest.raises(eval_cli.EvalCliError, match="not built yet.*trainer.recipes.foundation"):
+    with pytest.raises(eval_cli.EvalCliError, match="not built yet.*trainer.recipe"):
         eval_cli.resolve_checkpoint(eval_cli.DEFAULT_MODEL_PRESET)
 
 
@@ -244,7 +244,7 @@ def test_default_world_is_generated_once_when_missing(
     import trainer.recipes.foundation
 
     target = tmp_path / "cache" / "tiny-seed0"
-    monkeypatch.setattr(trainer.recipes.foundation, "world_cache_dir", lambda preset, seed: target)
+    monkeypatch.setattr(eval_cli, "world_cache_dir", lambda preset, seed: target)
     monkeypatch.setattr(eval_cli, "DEFAULT_WORLD_PRESET", "tiny")
     assert eval_cli.default_world() == target
     assert "is missing; generating it" in capsys.readouterr().err

@@ -37,7 +37,7 @@ def test_two_process_build_equals_single_process(tmp_path):
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "--main_process_port", str(free_port()),
-        "-m", "react_explorer.cli.build_index", "--pool", str(pool), "--out", str(tmp_path / "ddp"),
+        "-m", "react_explorer.build_index", "--pool", str(pool), "--out", str(tmp_path / "ddp"),
         "--model", f"local-dir:{clip}", "--workers", "0", "--batch-size", "4", "--no-progress",
     ]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=170)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 def run_recipe_cli(*args: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "trainer.recipes.foundation", *args],
+        [sys.executable, "-m", "trainer.recipe", *args],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

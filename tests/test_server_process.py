@@ -35,7 +35,7 @@ def free_port() -> int:
 
 def start_server(model: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "llava_demo.server.cli", "--model", str(model), "--device", "cpu"]
+    command = [sys.executable, "-m", "llava_demo.server", "--model", str(model), "--device", "cpu"]
     command += ["--port", str(port), "--log-level", "warning"]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90

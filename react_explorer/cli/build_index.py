@@ -25,8 +25,6 @@ from vision_common.cli_help import HelpFormatter
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from react_explorer.cli.common import add_model_arguments, parse_bytes, resolve_device, run_cli  # noqa: E402
-from react_explorer.embedding.embed_pool import EmbedConfig, embed_pool_shard
-from react_explorer.embedding.encoders import load_encoder
 from react_explorer.embedding.model_spec import parse_model_spec  # noqa: E402
 from react_explorer.embedding.pool_readers import detect_pool_format, read_pool  # noqa: E402
 from react_explorer.errors import IndexBuildError  # noqa: E402
@@ -152,6 +150,11 @@ def build(args: argparse.Namespace) -> IndexManifest | None:
         info = {"pool": str(pool_path.resolve()), "pool_format": kind}
         return build_index_dir(shards, out, cfg, model=model, modalities=modalities, source_info=info,
                                progress=not args.no_progress)  # fmt: skip
+    # Documented function-local project imports: embedding imports torch (~650 MB of RSS and seconds on two
+    # cores), which indexing precomputed embeddings (the branch above) must not pay.
+    from react_explorer.embedding.embed_pool import EmbedConfig, embed_pool_shard
+    from react_explorer.embedding.encoders import load_encoder
+
     pool = read_pool(pool_path)  # every rank validates the pool before any work
     embed_cfg = EmbedConfig(
         batch_size=args.batch_size,
