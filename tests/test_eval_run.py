@@ -241,7 +241,6 @@ def test_tiny_llava_through_the_local_backend(tiny_world: Path, tmp_path: Path) 
 def test_default_world_is_generated_once_when_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import trainer.recipes.foundation
 
     target = tmp_path / "cache" / "tiny-seed0"
     monkeypatch.setattr(eval_cli, "world_cache_dir", lambda preset, seed: target)
