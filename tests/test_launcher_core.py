@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from trainer.launcher.job_types import JOB_TYPES, JobParamsError, JobType
-from trainer.launcher.local_executor import wait_until
+from trainer.launcher.local_executor import ProcessHandle, is_alive, wait_until
 from trainer.launcher.manager import JobManager
 from trainer.launcher.registry import InvalidTransitionError, JobRegistry, QueueFullError
 from trainer.launcher.workspace import PathOutsideWorkspaceError, confined
@@ -195,7 +195,8 @@ def test_a_restarted_app_reattaches_to_running_jobs_and_marks_vanished_ones_inte
     os.killpg(first.registry.get(lost.id).pid, signal.SIGKILL)  # the job and its wrapper vanish
     # The app "restarts": a new manager on the same workspace, which is not the parent of the jobs.
     second = manager(tmp_path, concurrency=2)
-    assert wait_until(lambda: not Path(f"/proc/{second.registry.get(lost.id).pid}").exists(), 10)
+    gone = second.registry.get(lost.id)
+    assert wait_until(lambda: not is_alive(ProcessHandle(gone.pid, gone.pid_start)), 10)  # a zombie is gone
     second.reattach()
     assert second.registry.get(alive.id).state == "running"
     interrupted = second.registry.get(lost.id)
