@@ -18,6 +18,7 @@ from app_shell.settings import AppSettings
 from llava_demo.backends.base import BACKEND_KINDS
 from llava_demo.ui.settings import DEFAULT_FEEDBACK_LOG, DEFAULT_PORT, ChatSettings, SettingsError
 from react_explorer.ui.explorer_config import add_explorer_arguments, explorer_config_from_args
+from trainer.launcher.settings import add_launcher_arguments, launcher_settings_from_args
 
 # Hugging Face sets SPACE_ID in every Space; there the app must listen on all interfaces.
 SPACES_MARKER = "SPACE_ID"
@@ -190,6 +191,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="do not load the model before serving (it loads on the first question) [APP_PRELOAD=0]",
     )
     add_explorer_arguments(parser)
+    add_launcher_arguments(parser)
     parser.set_defaults(**env_defaults(env))
     return parser
 
@@ -223,7 +225,8 @@ def settings_from_args(args: argparse.Namespace) -> AppSettings:
         stream_delay_ms=args.stream_delay_ms,
         preload=args.preload,
     )
-    return AppSettings(chat=chat, explorer=explorer)
+    launcher = launcher_settings_from_args(args, loopback_only=chat.loopback_only)
+    return AppSettings(chat=chat, explorer=explorer, launcher=launcher)
 
 
 def parse_settings(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from llava_demo.ui.settings import ChatSettings
 from react_explorer.ui.explorer_config import ExplorerConfig
+from trainer.launcher.settings import LauncherSettings
 
 
 @dataclass(frozen=True)
@@ -19,3 +20,4 @@ class AppSettings:
 
     chat: ChatSettings = field(default_factory=ChatSettings)
     explorer: ExplorerConfig = field(default_factory=ExplorerConfig)
+    launcher: LauncherSettings = field(default_factory=LauncherSettings)

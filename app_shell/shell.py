@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from app_shell.settings import AppSettings
 from llava_demo.ui.chat_tab import chat_tab
 from react_explorer.ui.explorer_tab import react_explorer_tab
+from trainer.launcher.tab import launcher_tab
 from vision_common.app_tab import AppTab
 
 # Set before Gradio is imported: its version check and usage analytics are network calls (gradio.md §11).
@@ -34,6 +35,7 @@ TabFactory = Callable[[AppSettings], "AppTab | None"]
 DEFAULT_TABS: tuple[TabFactory, ...] = (
     lambda settings: chat_tab(settings.chat),
     lambda settings: react_explorer_tab(settings.explorer),
+    lambda settings: launcher_tab(settings.launcher),
 )
 
 

@@ -1,0 +1,228 @@
+"""The training launcher tab: pick a job type and its parameters, start it, watch the jobs table, the selected
+job's loss / learning-rate curve and log tail, cancel, resume or delete it. Its actions are also named API
+endpoints for ``gradio_client``: ``launcher_job_types``, ``launcher_start``, ``launcher_jobs``,
+``launcher_cancel`` and ``launcher_resume``.
+
+One scheduler thread per app (``JobScheduler``) runs ``JobManager.tick`` every second, whether or not a page is
+open; the page's ``gr.Timer`` only reads the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from trainer.launcher.job_types import JobParamsError
+from trainer.launcher.manager import JobManager
+from trainer.launcher.registry import RegistryError
+from trainer.launcher.settings import LauncherSettings
+from trainer.launcher.views import TABLE_HEADERS, curve_points, job_json, progress, table_row
+from trainer.launcher.workspace import PathOutsideWorkspaceError
+from vision_common.app_tab import AppTab
+
+USER_ERRORS = (JobParamsError, RegistryError, PathOutsideWorkspaceError, ValueError)
+HELP = (
+    "Start a training job implemented in `trainer/`: pick its type, a preset, and edit the parameters (JSON; "
+    "input paths are relative to the project). Jobs run one at a time in the background, survive an app "
+    "restart, and keep their log, `metrics.jsonl` and checkpoints in the workspace. **Cancel** asks the job to "
+    "checkpoint and stop; **Resume** continues a stopped job from its last checkpoint."
+)
+
+
+class JobScheduler:
+    """The app's one scheduler thread: ``manager.tick()`` every ``interval_s`` until ``stop``."""
+
+    def __init__(self, manager: JobManager, interval_s: float = 1.0) -> None:
+        self.manager, self.interval_s = manager, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="launcher-scheduler", daemon=True)
+
+    def start(self) -> None:
+        self.manager.reattach()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.manager.tick()
+            except Exception:  # noqa: BLE001 - one bad tick (a locked disk) must not end scheduling
+                continue
+
+
+class LauncherActions:
+    """Everything the page and the API do, with bad input turned into ``gr.Error`` naming the problem."""
+
+    def __init__(self, manager: JobManager, settings: LauncherSettings) -> None:
+        self.manager, self.settings = manager, settings
+
+    def _authorise(self, token: str | None) -> None:
+        if self.settings.token and token != self.settings.token:
+            raise gr.Error("the launcher token is missing or wrong", print_exception=False)
+
+    def job_types(self) -> dict[str, Any]:
+        return {
+            name: {"title": t.title, "defaults": t.defaults(), "presets": {k: dict(v) for k, v in t.presets.items()},
+                   "result": t.result, "resumable": t.resumable}
+            for name, t in self.manager.job_types.items()
+        }  # fmt: skip
+
+    def params_text(self, job_type: str, preset: str | None) -> str:
+        t = self.manager.job_type(job_type)
+        values = {**t.defaults(), **(t.presets.get(preset, {}) if preset else {})}
+        return json.dumps({"preset": preset, **values} if preset else values, indent=1)
+
+    def start(self, job_type: str, params: str, executor: str = "local", token: str | None = None) -> str:
+        self._authorise(token)
+        try:
+            raw = json.loads(params or "{}")
+        except json.JSONDecodeError as exc:
+            raise gr.Error(f"the parameters are not valid JSON: {exc}", print_exception=False) from exc
+        try:
+            return self.manager.start(job_type, raw, executor or "local").id
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc), print_exception=False) from exc
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return [
+            job_json(job, progress(job, self.manager.metrics(job))) for job in self.manager.registry.jobs()
+        ]
+
+    def _act(self, action: str, job_id: str, token: str | None) -> str:
+        self._authorise(token)
+        try:
+            job = getattr(self.manager, action)(job_id)
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc), print_exception=False) from exc
+        return job.state
+
+    def cancel(self, job_id: str, token: str | None = None) -> str:
+        return self._act("cancel", job_id, token)
+
+    def resume(self, job_id: str, token: str | None = None) -> str:
+        return self._act("resume", job_id, token)
+
+    def delete(self, job_id: str, confirmed: bool, token: str | None = None) -> str:
+        if not confirmed:
+            raise gr.Error(
+                "tick the confirmation box to delete the job and its folder", print_exception=False
+            )
+        return self._act("delete", job_id, token)
+
+    # -- page views --------------------------------------------------------------------------------------------
+
+    def refresh(self, selected: str | None) -> tuple[Any, ...]:
+        """Outputs: jobs table, job selector, curve, log tail, details."""
+        jobs = self.manager.registry.jobs()
+        rows = [table_row(job, progress(job, self.manager.metrics(job))) for job in reversed(jobs)]
+        ids = [job.id for job in reversed(jobs)]
+        if selected not in ids:
+            selected = ids[0] if ids else None
+        table = pd.DataFrame(rows, columns=TABLE_HEADERS)
+        if selected is None:
+            empty = pd.DataFrame({"step": [], "value": [], "series": []})
+            return table, gr.Dropdown(choices=ids, value=None), empty, "", "No jobs yet."
+        job = self.manager.registry.get(selected)
+        metrics = self.manager.metrics(job)
+        curve = pd.DataFrame(curve_points(metrics), columns=["step", "value", "series"])
+        details = f"**{job.id}** · {job.type} · **{job.state}**"
+        if job.exit_code is not None:
+            details += f" · exit code {job.exit_code}"
+        if job.state == "succeeded":
+            details += f"\n\nResult in `{self.settings.workspace / job.out_dir / 'run'}`: {self.manager.job_type(job.type).result}"
+        if job.error:
+            details += f"\n\n```\n{job.error[-2000:]}\n```"
+        return table, gr.Dropdown(choices=ids, value=selected), curve, self.manager.log_tail(job, 40), details
+
+
+def launcher_tab(settings: LauncherSettings) -> AppTab:
+    if not settings.enabled:
+        return AppTab(
+            title="Training launcher", tab_id="launcher", build=lambda: gr.Markdown(settings.disabled_reason)
+        )
+    manager = JobManager(settings.workspace, concurrency=settings.concurrency, max_queued=settings.max_queued)
+    scheduler = JobScheduler(manager)
+    actions = LauncherActions(manager, settings)
+    return AppTab(
+        title="Training launcher",
+        tab_id="launcher",
+        build=lambda: build_launcher_tab(actions),
+        startup=scheduler.start,
+        close=scheduler.stop,
+    )
+
+
+def build_launcher_tab(actions: LauncherActions) -> None:
+    types = actions.manager.job_types
+    first = "llava-stage2" if "llava-stage2" in types else next(iter(types))
+    gr.Markdown(HELP)
+    private: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None}
+    with gr.Row():
+        with gr.Column(scale=2, min_width=300):
+            job_type = gr.Dropdown([(t.title, n) for n, t in types.items()], value=first, label="Job type",
+                                   elem_id="launcher-type")  # fmt: skip
+            preset = gr.Dropdown(
+                list(types[first].presets), value="tiny", label="Preset", elem_id="launcher-preset"
+            )
+            params = gr.Code(actions.params_text(first, "tiny"), language="json", label="Parameters",
+                             elem_id="launcher-params", interactive=True)  # fmt: skip
+            token = gr.Textbox(label="Launcher token", type="password", visible=bool(actions.settings.token))
+            start = gr.Button("Start", variant="primary", elem_id="launcher-start")
+            status = gr.Markdown(elem_id="launcher-status")
+        with gr.Column(scale=3, min_width=420):
+            table = gr.Dataframe(
+                headers=TABLE_HEADERS, interactive=False, label="Jobs", elem_id="launcher-jobs"
+            )
+            selected = gr.Dropdown([], label="Selected job", elem_id="launcher-selected")
+            with gr.Row():
+                cancel = gr.Button("Cancel", elem_id="launcher-cancel")
+                resume = gr.Button("Resume", elem_id="launcher-resume")
+                delete = gr.Button("Delete", variant="stop", elem_id="launcher-delete")
+                confirm = gr.Checkbox(label="yes, delete it and its folder", value=False)
+            details = gr.Markdown(elem_id="launcher-details")
+            curve = gr.LinePlot(x="step", y="value", color="series", label="Loss and learning rate",
+                                elem_id="launcher-curve")  # fmt: skip
+            log = gr.Textbox(
+                label="Log (tail)", lines=12, max_lines=12, autoscroll=True, elem_id="launcher-log"
+            )
+    views = [table, selected, curve, log, details]
+    timer = gr.Timer(actions.settings.refresh_s)
+    timer.tick(actions.refresh, [selected], views, show_progress="hidden", **private)
+    selected.input(actions.refresh, [selected], views, **private)
+    job_type.change(lambda t: gr.Dropdown(list(types[t].presets), value="tiny" if "tiny" in types[t].presets else None),
+                    [job_type], [preset], **private)  # fmt: skip
+    preset.change(actions.params_text, [job_type, preset], [params], **private)
+
+    def start_from_page(t: str, p: str, tok: str | None) -> tuple[str, Any]:
+        job_id = actions.start(t, p, "local", tok)
+        return f"Queued **{job_id}**.", gr.Dropdown(value=job_id)
+
+    start.click(start_from_page, [job_type, params, token], [status, selected], **private)
+    cancel.click(lambda j, tok: f"{j}: {actions.cancel(j, tok)}", [selected, token], [status], **private)
+    resume.click(lambda j, tok: f"{j}: {actions.resume(j, tok)}", [selected, token], [status], **private)
+    delete.click(lambda j, c, tok: f"{j}: deleted ({actions.delete(j, c, tok)})", [selected, confirm, token], [status],
+                 **private)  # fmt: skip
+    with gr.Group(visible=False):  # components only the API uses
+        _api_components(actions)
+
+
+def _api_components(actions: LauncherActions) -> None:
+    job_type, params = gr.Textbox(label="job_type"), gr.Textbox(label="params", value="{}")
+    executor, token = gr.Textbox(label="executor", value="local"), gr.Textbox(label="token", value="")
+    job_id, out_json, out_text = gr.Textbox(label="job_id"), gr.JSON(label="result"), gr.Textbox(label="out")
+    buttons = [gr.Button(name) for name in ("types", "start", "jobs", "cancel", "resume")]
+    buttons[0].click(actions.job_types, None, [out_json], api_name="launcher_job_types")
+    buttons[1].click(
+        actions.start, [job_type, params, executor, token], [out_text], api_name="launcher_start"
+    )
+    buttons[2].click(actions.jobs, None, [out_json], api_name="launcher_jobs")
+    buttons[3].click(actions.cancel, [job_id, token], [out_text], api_name="launcher_cancel")
+    buttons[4].click(actions.resume, [job_id, token], [out_text], api_name="launcher_resume")
