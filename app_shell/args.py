@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +226,9 @@ def settings_from_args(args: argparse.Namespace) -> AppSettings:
         preload=args.preload,
     )
     launcher = launcher_settings_from_args(args, loopback_only=chat.loopback_only)
+    if launcher.enabled and launcher.workspace.resolve() not in {p.resolve() for p in chat.checkpoint_roots}:
+        # "train -> serve": a finished LLaVA job's model shows in the chat's selector (Refresh), no restart.
+        chat = replace(chat, checkpoint_roots=(*chat.checkpoint_roots, launcher.workspace))
     return AppSettings(chat=chat, explorer=explorer, launcher=launcher)
 
 

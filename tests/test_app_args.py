@@ -132,3 +132,11 @@ def test_the_explorer_tab_owns_its_index_flag(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         parse_settings(["--react-index", str(tmp_path / "missing")], environ={})
     assert exit_info.value.code == 2
+
+
+def test_models_trained_in_the_launcher_workspace_are_offered_to_the_chat(tmp_path):
+    settings = parse_settings(["--workspace", str(tmp_path / "ws")], environ={})
+    assert settings.launcher.enabled and settings.launcher.workspace == tmp_path / "ws"
+    assert tmp_path / "ws" in settings.chat.checkpoint_roots
+    remote = parse_settings(["--host", "0.0.0.0"], environ={})
+    assert not remote.launcher.enabled and "launcher token" in remote.launcher.disabled_reason
