@@ -120,7 +120,7 @@ class LauncherActions:
     # -- page views --------------------------------------------------------------------------------------------
 
     def refresh(self, selected: str | None) -> tuple[Any, ...]:
-        """Outputs: jobs table, job selector, curve, log tail, details."""
+        """Outputs: jobs table, job selector, loss curve, learning-rate curve, log tail, details."""
         jobs = self.manager.registry.jobs()
         rows = [table_row(job, progress(job, self.manager.metrics(job))) for job in reversed(jobs)]
         ids = [job.id for job in reversed(jobs)]
@@ -129,10 +129,11 @@ class LauncherActions:
         table = pd.DataFrame(rows, columns=TABLE_HEADERS)
         if selected is None:
             empty = pd.DataFrame({"step": [], "value": [], "series": []})
-            return table, gr.Dropdown(choices=ids, value=None), empty, "", "No jobs yet."
+            return table, gr.Dropdown(choices=ids, value=None), empty, empty, "", "No jobs yet."
         job = self.manager.registry.get(selected)
         metrics = self.manager.metrics(job)
-        curve = pd.DataFrame(curve_points(metrics), columns=["step", "value", "series"])
+        points = pd.DataFrame(curve_points(metrics), columns=["step", "value", "series"])
+        loss, lr = points[points.series == "loss"], points[points.series == "lr"]
         details = f"**{job.id}** · {job.type} · **{job.state}**"
         if job.exit_code is not None:
             details += f" · exit code {job.exit_code}"
@@ -140,7 +141,14 @@ class LauncherActions:
             details += f"\n\nResult in `{self.settings.workspace / job.out_dir / 'run'}`: {self.manager.job_type(job.type).result}"
         if job.error:
             details += f"\n\n```\n{job.error[-2000:]}\n```"
-        return table, gr.Dropdown(choices=ids, value=selected), curve, self.manager.log_tail(job, 40), details
+        return (
+            table,
+            gr.Dropdown(choices=ids, value=selected),
+            loss,
+            lr,
+            self.manager.log_tail(job, 40),
+            details,
+        )
 
 
 def launcher_tab(settings: LauncherSettings) -> AppTab:
@@ -188,12 +196,17 @@ def build_launcher_tab(actions: LauncherActions) -> None:
                 delete = gr.Button("Delete", variant="stop", elem_id="launcher-delete")
                 confirm = gr.Checkbox(label="yes, delete it and its folder", value=False)
             details = gr.Markdown(elem_id="launcher-details")
-            curve = gr.LinePlot(x="step", y="value", color="series", label="Loss and learning rate",
-                                elem_id="launcher-curve")  # fmt: skip
+            with gr.Row():
+                loss = gr.LinePlot(
+                    x="step", y="value", label="Training loss", elem_id="launcher-loss", height=260
+                )
+                lr = gr.LinePlot(
+                    x="step", y="value", label="Learning rate", elem_id="launcher-lr", height=260
+                )
             log = gr.Textbox(
                 label="Log (tail)", lines=12, max_lines=12, autoscroll=True, elem_id="launcher-log"
             )
-    views = [table, selected, curve, log, details]
+    views = [table, selected, loss, lr, log, details]
     timer = gr.Timer(actions.settings.refresh_s)
     timer.tick(actions.refresh, [selected], views, show_progress="hidden", **private)
     selected.input(actions.refresh, [selected], views, **private)
