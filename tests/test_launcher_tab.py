@@ -79,7 +79,7 @@ def served(tmp_path_factory):
     scheduler.start()
     _app, url = launch(demo, app_settings, [tab], block=False)
     try:
-        yield SimpleNamespace(url=url, manager=manager)
+        yield SimpleNamespace(url=url, manager=manager, actions=actions)
     finally:
         demo.close()
         scheduler.stop()
@@ -104,6 +104,9 @@ def test_api_starts_watches_cancels_and_resumes_jobs(served):
     job_id = client.predict("fake", '{"preset": "tiny"}', "local", "tok", api_name="/launcher_start")
     job = wait_for_state(client, job_id, ("succeeded",))
     assert (job["step"], job["loss"]) == (2, 0.5)
+    table, _selector, loss, lr, _log, details = served.actions.refresh(job_id)
+    assert job_id in list(table["id"]) and "succeeded" in details
+    assert list(loss["value"]) == [1.0, 0.5] and list(lr["value"]) == [0.1, 0.1]
     long_id = client.predict(
         "fake", '{"steps": 400, "sleep": 0.05}', "local", "tok", api_name="/launcher_start"
     )
