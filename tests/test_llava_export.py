@@ -98,6 +98,15 @@ def test_original_layout_names_config_and_tower(parts, tmp_path):
     assert (out / "tokenizer.json").is_file() and (out / "preprocessor_config.json").is_file()
 
 
+def test_linear_projector_exports_as_one_linear(parts, tmp_path):
+    dirs, _ = parts
+    linear = assemble_llava(dirs.vision, dirs.lm, dirs.tokenizer, ArchitectureConfig(projector="linear"))
+    out = export_llava_original(linear.model, linear.processor, tmp_path / "linear")
+    names = {k for k in load_file(str(out / "model.safetensors")) if "mm_projector" in k}
+    assert names == {"model.mm_projector.weight", "model.mm_projector.bias"}
+    assert json.loads((out / "config.json").read_text())["mm_projector_type"] == "linear"
+
+
 def test_export_cli_round_trip(parts, tmp_path, capsys):
     _, llava = parts
     source = export_transformers(llava.model, llava.processor, tmp_path / "src")

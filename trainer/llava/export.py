@@ -130,13 +130,6 @@ def export_llava_original(
     model: LlavaNextForConditionalGeneration, processor: LlavaNextProcessor, out_dir: str | os.PathLike[str]
 ) -> Path:
     """Write the original LLaVA / SGLang layout (see module docstring); GPU-unverified."""
-    if is_linear_projector(model):
-        # tests/test_sglang_conformance_export.py: SGLang would stop with a KeyError on model.mm_projector.weight.
-        raise ExportError(
-            "a linear projector has no SGLang form: SGLang's LLaVA always builds linear_1 -> act -> linear_2 "
-            "(transformers' LlavaMultiModalProjector) and its load_weights maps only model.mm_projector.0/.2; "
-            "train with projector 'mlp2x_gelu' or export with --format transformers"
-        )
     out = Path(out_dir)
     final_vision = (out / VISION_SUBDIR).resolve()
     if SGLANG_CLIP_MARKER not in str(final_vision):
