@@ -30,7 +30,7 @@ from sglang_conformance import sglang_env_or_skip
 from transformers import AutoConfig
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
-from trainer.llava.assemble import assemble_llava
+from trainer.llava.assemble import assemble_llava, load_llava
 from trainer.llava.config import ArchitectureConfig
 from trainer.llava.export import ORIGINAL_ARCHITECTURES, SGLANG_CLIP_MARKER, export_llava_original
 
@@ -256,3 +256,16 @@ def test_the_name_check_rejects_names_sglang_would_drop() -> None:
     assert not lands_in_llama("model.layers.3.self_attn.q_proj.weight", source)  # unmapped: silently dropped
     assert not lands_in_llama("model.language_model.layers.0.mlp.down_proj.weight", source)
     assert not lands_in_llama("model.layers.x.mlp.down_proj.weight", source)
+
+
+@pytest.mark.slow
+def test_the_embedded_models_export_lands_too(sglang_models: Path, tmp_path: Path) -> None:
+    # The checkpoint the GPU check (scripts/sglang_gpu_check.py) serves: same placement check, real sizes.
+    checkpoint = Path(__file__).resolve().parent.parent / "assets/models/synthworld-llava-next"
+    parts = load_llava(checkpoint)
+    out = export_llava_original(parts.model, parts.processor, tmp_path / "clip-embedded")
+    with safe_open(str(out / "model.safetensors"), "pt") as handle:
+        shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["LlavaLlamaForCausalLM"]
+    assert sglang_placement(sglang_models, out, config, shapes) == ([], set())
