@@ -209,3 +209,12 @@ def test_the_launch_log_line_names_the_pinned_version_and_hides_the_key() -> Non
     assert "--api-key '***'" in line and " k" not in line.split("--api-key")[1]
     assert "--chat-template llava_llama_3" in line
     assert "installed" in describe_launch(model.name, argv, installed="0.5.22")
+
+
+@pytest.mark.slow
+def test_the_sglang_folder_holds_sglang_and_small_deps_only() -> None:
+    env = sglang_env_or_skip()
+    names = {path.name for path in env.path.iterdir()}
+    assert "sglang" in names
+    # Nothing the venv pins: the project's torch, transformers and pydantic must be the ones SGLang imports.
+    assert not names & {"torch", "transformers", "pydantic", "tokenizers", "numpy", "fastapi", "openai"}
