@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from llava_demo.backends.sglang_version import SGLANG_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,17 +51,23 @@ IMPORT_DEPS: tuple[str, ...] = (
     "propcache==0.5.4",
     "yarl==1.25.1",
 )
-# pip's words for "the package index could not be reached" (the only reason to skip, not fail).
+# pip's words for "the package index could not be reached" (the only reason to skip, not fail). pip does not
+# always say it (an unreachable index can read as "from versions: none"), so the index is also asked directly.
 _UNREACHABLE = re.compile(
     r"NewConnectionError|Temporary failure in name resolution|Name or service not known|"
     r"Network is unreachable|Connection refused|Max retries exceeded|ConnectTimeoutError|ReadTimeoutError|"
     r"No route to host|ProxyError|Could not fetch URL"
 )
+DEFAULT_INDEX = "https://pypi.org/simple"
 INSTALL_TIMEOUT_S = 900.0
 
 
 class RegistryUnreachable(RuntimeError):
     """pip could not reach the package index; the message holds pip's own words."""
+
+
+class UnsupportedPython(RuntimeError):
+    """The pinned sglang publishes no wheel for this Python (it needs 3.11 or newer)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,30 @@ def env_dir(version: str = SGLANG_VERSION) -> Path:
 
 def requirements(version: str = SGLANG_VERSION) -> list[str]:
     return [f"sglang=={version}", *IMPORT_DEPS]
+
+
+def index_url() -> str:
+    """The index pip uses: ``PIP_INDEX_URL``, else pip's configured ``index-url``, else PyPI."""
+    if os.environ.get("PIP_INDEX_URL"):
+        return os.environ["PIP_INDEX_URL"]
+    configured = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "get", "global.index-url"], capture_output=True, text=True
+    )
+    return (
+        configured.stdout.strip()
+        if configured.returncode == 0 and configured.stdout.strip()
+        else DEFAULT_INDEX
+    )
+
+
+def index_unreachable_reason(package: str = "sglang") -> str | None:
+    """Why the index cannot be reached (None when it answers at all, whatever the status)."""
+    url = f"{index_url().rstrip('/')}/{package}/"
+    try:
+        httpx.get(url, timeout=15.0, follow_redirects=True)
+    except httpx.HTTPError as exc:
+        return f"GET {url}: {type(exc).__name__}: {exc}"
+    return None
 
 
 def _ready(folder: Path, version: str) -> SGLangEnv | None:
@@ -101,7 +133,7 @@ def ensure_sglang_env(version: str = SGLANG_VERSION) -> SGLangEnv:
     if found is not None:
         return found
     if sys.version_info < (3, 11):
-        raise RuntimeError(f"sglang {version} needs Python >= 3.11; this is {sys.version.split()[0]}")
+        raise UnsupportedPython(f"sglang {version} needs Python >= 3.11; this is {sys.version.split()[0]}")
     CACHE_ROOT.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -110,7 +142,6 @@ def ensure_sglang_env(version: str = SGLANG_VERSION) -> SGLangEnv:
         "-m",
         "pip",
         "install",
-        "--quiet",
         "--disable-pip-version-check",
         "--no-deps",
         "--no-compile",
@@ -129,6 +160,11 @@ def ensure_sglang_env(version: str = SGLANG_VERSION) -> SGLangEnv:
         shutil.rmtree(tmp, ignore_errors=True)
         if _UNREACHABLE.search(output):
             raise RegistryUnreachable(f"pip could not reach the package index: {output.strip()[-600:]}")
+        unreachable = index_unreachable_reason()
+        if unreachable is not None:
+            raise RegistryUnreachable(
+                f"the package index does not answer ({unreachable}); pip said: {output[-300:]}"
+            )
         raise RuntimeError(f"pip install {' '.join(requirements(version))} failed:\n{output}")
     record = {
         "requirements": requirements(version),
@@ -151,7 +187,7 @@ def ensure_sglang_env(version: str = SGLANG_VERSION) -> SGLangEnv:
 def main() -> int:
     try:
         env = ensure_sglang_env()
-    except RegistryUnreachable as exc:
+    except (RegistryUnreachable, UnsupportedPython) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(env.path)

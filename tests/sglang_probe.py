@@ -42,6 +42,7 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+# sglang is imported inside each operation: it is importable only after main() appends the folder to sys.path.
 def parse_argv(op: dict[str, Any]) -> dict[str, Any]:
     from sglang.srt.server_args import prepare_server_args
 
