@@ -8,15 +8,19 @@ scheduler and detokenizer processes), keeps the tail of its output, waits for ``
 and stops the whole group on ``close`` (SIGTERM, then SIGKILL after a grace period).
 
 SGLang is a GPU-only extra and is not installed where this project is tested; the tests run the same code
-with a small fake server script in place of the ``sglang.launch_server`` module.
+with a small fake server script in place of the ``sglang.launch_server`` module, and check the argv with
+SGLang's own parser (tests/test_sglang_conformance_launch.py) for the pinned ``SGLANG_VERSION``.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import importlib.metadata
+import logging
 import math
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -30,9 +34,11 @@ from typing import IO, Any
 import httpx
 
 from llava_demo.backends.base import BackendUnavailable
+from llava_demo.backends.sglang_version import SGLANG_VERSION
 from llava_demo.presets import ResolvedModel
 
 SGLANG_MODULE = "sglang.launch_server"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,27 @@ def build_launch_argv(
     return [*argv, *config.extra_args]
 
 
+def installed_sglang_version(command: Sequence[str]) -> str | None:
+    """The sglang version ``command`` will run when it is this interpreter (None: unknown or not installed)."""
+    if not command or command[0] != sys.executable:
+        return None
+    try:
+        return importlib.metadata.version("sglang")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def describe_launch(model_name: str, argv: Sequence[str], *, installed: str | None) -> str:
+    """The log line for a launch: the pinned version (and the installed one when it differs), the argv with
+    the API key hidden."""
+    version = f"sglang=={SGLANG_VERSION}"
+    if installed is not None and installed != SGLANG_VERSION:
+        version += f"; installed here: {installed}, untested"
+    return (
+        f"launching SGLang for {model_name} (this project targets {version}): {shlex.join(_redacted(argv))}"
+    )
+
+
 def pick_port(host: str, port: int | None) -> int:
     """``port`` if nothing listens there (else ``BackendUnavailable``), or a free port when None."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -168,6 +195,7 @@ class SGLangServer:
     ) -> SGLangServer:
         port = pick_port(config.host, config.port)
         argv = build_launch_argv(model, config, port=port, api_key=api_key)
+        log.info(describe_launch(model.name, argv, installed=installed_sglang_version(config.command)))
         try:
             process = subprocess.Popen(
                 argv,

@@ -17,7 +17,14 @@ from llava_demo.backends.base import BackendError, FinishReason, Usage
 
 DONE_SENTINEL = "[DONE]"
 # OpenAI/vLLM/SGLang finish reasons mapped to ours; anything else (tool_calls, content_filter) ends normally.
-_FINISH_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length", "eos": "stop"}
+# SGLang's "abort" (a request stopped through /abort_request or by the server, without an error status) is
+# an unfinished answer, like our "cancelled" (which our server sends as "abort").
+_FINISH_REASONS: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "eos": "stop",
+    "abort": "cancelled",
+}
 
 
 def iter_sse_data(lines: Iterable[str]) -> Iterator[str]:
