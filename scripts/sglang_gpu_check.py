@@ -23,8 +23,8 @@ from typing import Any
 
 from llava_demo.backends import SamplingParams, make_backend
 from llava_demo.backends.sglang_version import SGLANG_VERSION
-from llava_demo.conversation import Conversation
 from trainer.llava.export import main as export_main
+from vision_common.chat.conversation import Conversation
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

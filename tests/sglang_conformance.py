@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from llava_demo.server_thread import BackgroundServer
+from llava_demo.server.thread import BackgroundServer
 
 PROBE = Path(__file__).with_name("sglang_probe.py")
 PROBE_TIMEOUT_S = 300.0

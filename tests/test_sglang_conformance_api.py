@@ -27,12 +27,12 @@ from test_server_fakes import FakeBackend
 from llava_demo.backends import BackendError, BadRequestError, SamplingParams, Usage, collect
 from llava_demo.backends.openai_compat import OpenAICompatBackend, OpenAICompatConfig
 from llava_demo.backends.sglang import SGLangBackend, SGLangBackendConfig
-from llava_demo.conversation import Conversation
-from llava_demo.server_app import create_app
-from llava_demo.server_config import ServerConfig
-from llava_demo.server_responses import ChunkWriter, completion_body
-from llava_demo.server_thread import BackgroundServer
+from llava_demo.server.app import create_app
+from llava_demo.server.config import ServerConfig
+from llava_demo.server.responses import ChunkWriter, completion_body
+from llava_demo.server.thread import BackgroundServer
 from trainer.data_engine.llm_client import ChatClient, LLMClientConfig, LLMEndpointError
+from vision_common.chat.conversation import Conversation
 
 FINISHED = (
     b'data: {"choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'

@@ -23,9 +23,9 @@ from llava_demo.backends import SamplingParams, collect
 from llava_demo.backends.sglang import SGLangBackend, SGLangBackendConfig
 from llava_demo.backends.sglang_launch import SGLangLaunchConfig, build_launch_argv, describe_launch
 from llava_demo.backends.sglang_version import SGLANG_VERSION
-from llava_demo.conversation import Conversation
 from llava_demo.presets import SGLANG_TEMPLATE_EQUIVALENTS, load_presets, resolve_model
-from llava_demo.templates import get_template
+from vision_common.chat.conversation import Conversation
+from vision_common.chat.templates import get_template
 
 FIELDS = [
     "model_path",
