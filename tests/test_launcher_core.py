@@ -206,3 +206,15 @@ def test_a_restarted_app_reattaches_to_running_jobs_and_marks_vanished_ones_inte
     run_until(second, alive.id, ("succeeded",))
     assert len(second.metrics(second.registry.get(alive.id))) > before  # its metrics kept flowing
     assert second.registry.get(alive.id).exit_code == 0  # read from the wrapper's exit file
+
+
+def test_inputs_may_be_another_jobs_result_inside_the_workspace(tmp_path):
+    stage2 = JOB_TYPES["llava-stage2"]
+    workspace = tmp_path / "ws"
+    (workspace / "jobs" / "a" / "run").mkdir(parents=True)
+    (workspace / "jobs" / "a" / "run" / "instructions.json").write_text("[]")
+    data = str(workspace / "jobs" / "a" / "run" / "instructions.json")
+    params = stage2.params_from({"data": data, "images": "docs"}, workspace=workspace)
+    assert params.data == data
+    with pytest.raises(JobParamsError, match="not absolute"):
+        stage2.params_from({"data": str(tmp_path / "elsewhere.json"), "images": "docs"}, workspace=workspace)

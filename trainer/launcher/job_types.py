@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from trainer.launcher.workspace import PathOutsideWorkspaceError, confined
+from trainer.launcher.workspace import PathOutsideWorkspaceError, confined, is_inside
 from vision_common.paths import PROJECT_ROOT
 
 EMBEDDED_LLAVA = "assets/models/synthworld-llava-next"
@@ -104,8 +104,13 @@ class JobType:
     def defaults(self) -> dict[str, Any]:
         return asdict(self.params_type())
 
-    def params_from(self, raw: Mapping[str, Any], project_root: Path = PROJECT_ROOT) -> Any:
-        """Validated parameters from JSON-like ``raw`` (``preset`` picks a preset, other keys override)."""
+    def params_from(
+        self, raw: Mapping[str, Any], project_root: Path = PROJECT_ROOT, workspace: Path | None = None
+    ) -> Any:
+        """Validated parameters from JSON-like ``raw`` (``preset`` picks a preset, other keys override).
+
+        An input path is relative to the project root, or an absolute path inside ``workspace`` (another job's
+        result); anything else, ``..`` included, is refused."""
         if not isinstance(raw, Mapping):
             raise JobParamsError(f"{self.name}: parameters must be a JSON object, got {type(raw).__name__}")
         values = dict(raw)
@@ -124,7 +129,15 @@ class JobType:
             value = getattr(params, name)
             if value:
                 try:
-                    path = confined(project_root, value, field=f"{self.name}.{name}")
+                    if (
+                        workspace is not None
+                        and Path(value).is_absolute()
+                        and is_inside(workspace, Path(value))
+                    ):
+                        path = confined(workspace, str(Path(value).resolve().relative_to(workspace.resolve())),
+                                        field=f"{self.name}.{name}")  # fmt: skip
+                    else:
+                        path = confined(project_root, value, field=f"{self.name}.{name}")
                 except PathOutsideWorkspaceError as exc:
                     raise JobParamsError(str(exc)) from exc
                 if not path.exists():

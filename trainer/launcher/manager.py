@@ -56,7 +56,7 @@ class JobManager:
         """Validate and queue a job (``JobParamsError`` / ``QueueFullError`` say what is wrong); ``tick`` runs it."""
         if executor not in self.executors:
             raise ValueError(f"unknown executor {executor!r}; available: {sorted(self.executors)}")
-        params = self.job_type(job_type).params_from(raw_params)
+        params = self.job_type(job_type).params_from(raw_params, workspace=self.workspace)
         return self.registry.create(job_type, asdict(params), executor)
 
     def cancel(self, job_id: str) -> JobRecord:
