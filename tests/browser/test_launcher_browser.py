@@ -1,0 +1,113 @@
+"""Acceptance in a real browser for the training launcher: start a tiny LLaVA stage-2 job from the tab, watch
+its steps and loss arrive, cancel it, restart the app process, find it cancelled with its checkpoint, resume it,
+see it finish, then pick its model in the chat tab (Refresh; no app restart) and chat with it once.
+Screenshots go to test-artifacts/launcher/."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from browser_support import ROOT, app_page, require_playwright, running_app
+
+from trainer.data_engine.cli import main as data_engine_main
+from trainer.synthworld.config import WorldConfig
+from trainer.synthworld.world import generate_world
+
+ARTIFACTS = ROOT / "test-artifacts" / "launcher"
+EMBEDDED = "assets/models/synthworld-llava-next"
+STEPS = 10
+
+sync_api = require_playwright()
+expect = sync_api.expect
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A workspace holding a tiny world and its instruction data: the job's inputs, as another job would
+    have left them there."""
+    root = tmp_path_factory.mktemp("launcher-browser")
+    world = root / "ws" / "world"
+    generate_world(world, WorldConfig.preset("tiny"), seed=0)
+    annotations = world / "scenes" / "annotations"
+    data = root / "ws" / "instructions.json"
+    assert data_engine_main(["build", "--captions", str(annotations / "captions_train.json"), "--instances",
+                             str(annotations / "instances_train.json"), "--images",
+                             str(world / "scenes" / "images" / "train"), "--out", str(data), "--limit", "12",
+                             "--types", "conversation,detail"]) == 0  # fmt: skip
+    return root
+
+
+def app_args(root) -> list[str]:
+    return ["--workspace", str(root / "ws"), "--no-preload", "--feedback-log", "", "--device", "cpu"]
+
+
+def set_params(page, params: dict) -> None:
+    editor = page.locator("#launcher-params .cm-content")
+    editor.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
+    page.keyboard.insert_text(json.dumps(params))
+
+
+def job_row(page):
+    return page.locator("#launcher-jobs tbody tr").first
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_start_cancel_restart_resume_then_serve_the_model(workspace, browser):
+    ws = workspace / "ws"
+    params = {"preset": "tiny", "data": str(ws / "instructions.json"), "images": str(ws / "world/scenes/images/train"),
+              "init": EMBEDDED, "max_steps": STEPS, "checkpoint_every": 1}  # fmt: skip
+    with (
+        running_app(workspace, app_args(workspace)) as (url, _log),
+        app_page(browser, url, ARTIFACTS) as page,
+    ):
+        page.get_by_role("tab", name="Training launcher").click()
+        expect(page.locator("#launcher-start")).to_be_visible()
+        set_params(page, params)
+        page.locator("#launcher-start").click()
+        expect(page.locator("#launcher-status")).to_contain_text("Queued", timeout=30_000)
+        row = job_row(page)
+        expect(row).to_contain_text("llava-stage2")
+        # At least two loss points: the step column reads 2/10 or more, with a loss beside it.
+        expect(row).to_contain_text(re.compile(rf"\b([2-9]|10)/{STEPS}\b.*\d\.\d{{4}}"), timeout=240_000)
+        shot(page, "running")
+        page.locator("#launcher-cancel").click()
+        expect(row).to_contain_text("cancelled", timeout=120_000)
+        job_id = row.locator("td").first.inner_text().strip()
+    checkpoints = sorted((ws / "jobs" / job_id / "run" / "checkpoints").glob("step-*"))
+    assert checkpoints, "the cancelled job left no checkpoint"
+    with (
+        running_app(workspace, app_args(workspace)) as (url, _log),
+        app_page(browser, url, ARTIFACTS) as page,
+    ):
+        page.get_by_role("tab", name="Training launcher").click()
+        row = job_row(page)
+        expect(row).to_contain_text(job_id)
+        expect(row).to_contain_text("cancelled")  # the restarted app kept the job and its state
+        expect(page.locator("#launcher-details")).to_contain_text("exit code 143")
+        page.locator("#launcher-resume").click()
+        expect(row).to_contain_text("succeeded", timeout=300_000)
+        expect(row).to_contain_text(f"{STEPS}/{STEPS}")
+        shot(page, "succeeded")
+        final = ws / "jobs" / job_id / "run" / "final"
+        assert (final / "model.safetensors").is_file()
+        # train -> serve: the job's model is in the chat's selector after Refresh, and it answers.
+        page.get_by_role("tab", name="Visual chat").click()
+        page.locator("#chat-refresh-models").click()
+        model = page.locator("#chat-model input")
+        model.click()
+        option = page.get_by_role("option", name=re.compile(re.escape(job_id)))
+        expect(option).to_be_visible(timeout=20_000)
+        option.click()
+        box = page.locator("#chat-input textarea")
+        box.fill("Hello")
+        box.press("Enter")
+        expect(page.get_by_test_id("bot").last).to_contain_text(re.compile(r"\w"), timeout=120_000)
+        shot(page, "served")
