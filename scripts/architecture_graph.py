@@ -125,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     reduced = subprocess.run(["tred"], input=source, capture_output=True, text=True, check=True).stdout
     reduced = reduced.rstrip().removesuffix("}") + "\n".join(layer_anchors(groups)) + "\n}\n"
+    dot_file = args.out.with_suffix(
+        ".dot"
+    )  # the source, kept beside the picture: a test compares it to the code
+    dot_file.write_text(source)
     fmt = args.out.suffix.lstrip(".") or "svg"
     rendered = subprocess.run(
         ["dot", f"-T{fmt}"], input=reduced.encode(), capture_output=True, check=True

@@ -8,6 +8,7 @@ the size limits that keep every folder readable.
 from __future__ import annotations
 
 import ast
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,13 @@ def test_no_file_is_over_the_line_limit():
         if (n := len(p.read_text().splitlines())) > MAX_FILE_LINES
     }
     assert not long
+
+
+def test_the_committed_layer_picture_is_drawn_from_the_current_code():
+    spec = importlib.util.spec_from_file_location(
+        "architecture_graph", ROOT / "scripts" / "architecture_graph.py"
+    )
+    graph = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(graph)
+    committed = (ROOT / "docs" / "architecture.dot").read_text()
+    assert graph.to_dot(*graph.group_edges()) == committed, "run: python scripts/architecture_graph.py"

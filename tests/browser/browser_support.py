@@ -25,7 +25,7 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-START_TIMEOUT_S = 90
+START_TIMEOUT_S = 180  # a loaded 2-core machine imports torch + Gradio slowly
 
 
 def require_playwright() -> ModuleType:
