@@ -216,7 +216,9 @@ def build_launcher_tab(actions: LauncherActions) -> None:
 
     def start_from_page(t: str, p: str, tok: str | None) -> tuple[str, Any]:
         job_id = actions.start(t, p, "local", tok)
-        return f"Queued **{job_id}**.", gr.Dropdown(value=job_id)
+        # The selector's choices must hold the new id before it is selected (Gradio checks a value is a choice).
+        ids = [job.id for job in reversed(actions.manager.registry.jobs())]
+        return f"Queued **{job_id}**.", gr.Dropdown(choices=ids, value=job_id)
 
     start.click(start_from_page, [job_type, params, token], [status, selected], **private)
     cancel.click(lambda j, tok: f"{j}: {actions.cancel(j, tok)}", [selected, token], [status], **private)
