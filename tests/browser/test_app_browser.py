@@ -14,10 +14,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from browser_support import ROOT, app_page, require_playwright, running_app
 from PIL import Image
-from tiny_llava import TINY_ANYRES, build_tiny_llava
 
+from tests.browser.browser_support import ROOT, app_page, require_playwright, running_app
+from tests.support.tiny_llava import TINY_ANYRES, build_tiny_llava
 from vision_common.anyres.geometry import num_image_tokens
 
 ARTIFACTS = ROOT / "test-artifacts" / "app"
