@@ -94,6 +94,7 @@ def test_settings_validation_and_derived_values():
         ChatSettings.tiny(examples_file=Path("/nonexistent/examples.json"))
 
 
+@pytest.mark.slow
 def test_help_documents_every_flag_and_variable_and_does_not_import_gradio():
     result = subprocess.run(
         [sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60

@@ -20,6 +20,8 @@ from tests.browser.browser_support import ROOT, app_page, require_playwright, ru
 from tests.support.tiny_llava import TINY_ANYRES, build_tiny_llava
 from vision_common.anyres.geometry import num_image_tokens
 
+pytestmark = pytest.mark.slow  # spawns processes or serves HTTP
+
 ARTIFACTS = ROOT / "test-artifacts" / "app"
 STREAM_DELAY_MS = 40  # slow enough to watch the stream and press Stop mid-answer
 

@@ -20,6 +20,8 @@ from react_explorer.cli.build_index import main as build_main
 from tests.browser.browser_support import ROOT, app_page, require_playwright, running_app
 from tests.support.react_support import save_random_tiny_clip, toy_caption, write_toy_pool
 
+pytestmark = pytest.mark.slow  # spawns processes or serves HTTP
+
 ARTIFACTS = ROOT / "test-artifacts" / "react"
 EXPORTS = ROOT / "runs" / "react" / "exports"  # the tab's confined export folder
 POOL_SIZE = 24

@@ -138,6 +138,7 @@ def test_start_up_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture
         check_local_model("synthworld-llava-next", project_root=tmp_path)
 
 
+@pytest.mark.slow
 def test_one_shot_subprocess_on_a_tiny_model(tmp_path: Path) -> None:
     model = build_tiny_llava(tmp_path / "tiny")
     image = tmp_path / "scene.png"

@@ -240,6 +240,7 @@ def test_build_rejects_missing_modality(tmp_path, vectors):
         build_index_dir(shards, tmp_path / "idx", IndexBuildConfig.tiny(), model=None, modalities=("image",))
 
 
+@pytest.mark.slow
 def test_indexing_precomputed_embeddings_does_not_import_torch():
     """Importing torch costs ~650 MB of RSS; building from embeddings and searching must not pay it."""
     import subprocess

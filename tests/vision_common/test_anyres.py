@@ -265,6 +265,7 @@ def test_cli_bad_args(argv, message, capsys):
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_cli_module_entry_point():
     done = subprocess.run(
         [sys.executable, "-m", "vision_common.anyres.geometry", "--size", "800x600", "--json"],

@@ -7,7 +7,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.support.paths import REPO_ROOT
+
+pytestmark = pytest.mark.slow  # spawns processes or serves HTTP
 
 REPO = REPO_ROOT
 

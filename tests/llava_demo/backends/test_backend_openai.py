@@ -86,6 +86,7 @@ def test_normalise_base_url():
 # -- against the fake server ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_stream_yields_deltas_then_done_with_usage_and_sends_openai_request(server):
     backend = make_backend("openai", "default", base_url=server.url)
     assert isinstance(backend, ChatBackend) and (backend.name, backend.model_id) == ("openai", "default")
@@ -117,6 +118,7 @@ def test_stream_yields_deltas_then_done_with_usage_and_sends_openai_request(serv
     backend.close()
 
 
+@pytest.mark.slow
 def test_complete_equals_joined_stream_and_data_urls_pass_through(server):
     backend = client(server.url, multi_image_modalities=True)
     url = to_data_url(png_image("purple"))
@@ -128,6 +130,7 @@ def test_complete_equals_joined_stream_and_data_urls_pass_through(server):
     assert parts[0]["modalities"] == parts[1]["modalities"] == "multi-images"
 
 
+@pytest.mark.slow
 def test_mid_stream_error_chunk_raises_with_the_servers_message(server):
     events = []
     with pytest.raises(BackendError, match="reported an error mid-stream: out of KV cache") as info:
@@ -137,11 +140,13 @@ def test_mid_stream_error_chunk_raises_with_the_servers_message(server):
     assert not isinstance(info.value, BackendUnavailable)
 
 
+@pytest.mark.slow
 def test_http_400_is_a_bad_request_with_the_servers_message(server):
     with pytest.raises(BadRequestError, match="HTTP 400: max_tokens is too large"):
         list(client(server.url).stream(Conversation().with_user("bad")))
 
 
+@pytest.mark.slow
 def test_api_key_is_sent_as_bearer_and_a_wrong_key_is_reported(tmp_path):
     fake = FakeServer(tmp_path, "--api-key", "sesame").start()
     try:
@@ -157,6 +162,7 @@ def test_api_key_is_sent_as_bearer_and_a_wrong_key_is_reported(tmp_path):
         fake.kill()
 
 
+@pytest.mark.slow
 def test_server_killed_mid_stream_then_refused_then_restart_works(server):
     backend = client(server.url)
     events = backend.stream(Conversation().with_user("slow"))
@@ -172,6 +178,7 @@ def test_server_killed_mid_stream_then_refused_then_restart_works(server):
     assert backend.health()["status"] == "ok"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["silent", "slow"])
 def test_cancel_ends_the_stream_within_a_second(server, mode):
     backend = client(server.url, read_timeout_s=30.0)
@@ -194,6 +201,7 @@ def test_cancel_ends_the_stream_within_a_second(server, mode):
     assert backend.complete(Conversation().with_user("hi")).finish_reason == "stop"
 
 
+@pytest.mark.slow
 def test_cancelled_before_start_sends_nothing(server):
     cancel = CancelToken()
     cancel.cancel()
@@ -203,6 +211,7 @@ def test_cancelled_before_start_sends_nothing(server):
     assert server.requests() == []
 
 
+@pytest.mark.slow
 def test_silent_server_hits_the_read_timeout(server):
     started = time.monotonic()
     with pytest.raises(GenerationTimeout, match="sent nothing for 0.5 s"):
@@ -210,6 +219,7 @@ def test_silent_server_hits_the_read_timeout(server):
     assert time.monotonic() - started < 3
 
 
+@pytest.mark.slow
 def test_bad_image_is_rejected_before_any_request(server):
     with pytest.raises(BadRequestError, match="image 2 of 2"):
         client(server.url).stream(Conversation().with_user("x", images=[png_image("red"), b"not an image"]))

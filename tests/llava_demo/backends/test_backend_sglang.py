@@ -116,6 +116,7 @@ def recorded(record) -> list[dict]:
     return [json.loads(line) for line in record.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_launch_waits_for_health_streams_and_shuts_down(tmp_path):
     backend, record = launch_fake(tmp_path, "--health-delay", "0.4", api_key="s3cret")
     try:
@@ -139,6 +140,7 @@ def test_launch_waits_for_health_streams_and_shuts_down(tmp_path):
     backend.close()  # idempotent
 
 
+@pytest.mark.slow
 def test_a_crash_at_start_reports_the_exit_code_and_output(tmp_path):
     with pytest.raises(
         BackendUnavailable, match=r"exited with code 3 while starting(.|\n)*CUDA is not available"
@@ -146,6 +148,7 @@ def test_a_crash_at_start_reports_the_exit_code_and_output(tmp_path):
         launch_fake(tmp_path, "--crash-on-start")
 
 
+@pytest.mark.slow
 def test_a_server_that_never_gets_healthy_times_out_and_is_stopped(tmp_path):
     with pytest.raises(BackendUnavailable, match=r"did not become healthy .* within 1 s \(last: HTTP 503\)"):
         launch_fake(tmp_path, "--health-delay", "100", startup_timeout_s=1)
@@ -153,6 +156,7 @@ def test_a_server_that_never_gets_healthy_times_out_and_is_stopped(tmp_path):
     pick_port("127.0.0.1", int(argv[argv.index("--port") + 1]))  # nothing listens there any more
 
 
+@pytest.mark.slow
 def test_a_busy_port_is_refused_with_a_hint_to_attach(tmp_path):
     fake = FakeServer(tmp_path).start()
     try:
@@ -162,6 +166,7 @@ def test_a_busy_port_is_refused_with_a_hint_to_attach(tmp_path):
         fake.kill()
 
 
+@pytest.mark.slow
 def test_a_launched_server_that_died_is_reported_with_its_output(tmp_path):
     backend, _ = launch_fake(tmp_path)
     backend.server.process.kill()
@@ -172,6 +177,7 @@ def test_a_launched_server_that_died_is_reported_with_its_output(tmp_path):
     backend.close()
 
 
+@pytest.mark.slow
 def test_attach_to_a_running_server_by_url(tmp_path):
     fake = FakeServer(tmp_path, "--api-key", "k").start()
     try:

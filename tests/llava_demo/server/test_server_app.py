@@ -61,6 +61,7 @@ def png_url(size: tuple[int, int]) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+@pytest.mark.slow
 def test_non_stream_response_and_what_the_backend_receives() -> None:
     backend = FakeBackend(notices=("old turns dropped",))
     body = {
@@ -99,6 +100,7 @@ def test_non_stream_response_and_what_the_backend_receives() -> None:
     assert messages[1].images[0].image.size == (5, 3)
 
 
+@pytest.mark.slow
 def test_stream_chunk_sequence_matches_openai() -> None:
     with serve(FakeBackend()) as client:
         status, events = stream_lines(client, {**HI, "stream_options": {"include_usage": True}})
@@ -120,6 +122,7 @@ def test_stream_chunk_sequence_matches_openai() -> None:
     assert all("usage" not in c for c in plain[:-1])
 
 
+@pytest.mark.slow
 def test_errors_before_the_first_token_get_real_statuses_even_when_streaming() -> None:
     overflow = ContextOverflowError(
         "needs 5000 tokens, context holds 4096", prompt_tokens=5000, max_new_tokens=8, context_length=4096
@@ -146,6 +149,7 @@ def test_errors_before_the_first_token_get_real_statuses_even_when_streaming() -
             assert client.get("/health").json()["load"]["running"] == 0
 
 
+@pytest.mark.slow
 def test_error_mid_stream_is_an_error_event_then_done() -> None:
     backend = FakeBackend(fail_after=(2, BackendError("the GPU fell over")))
     with serve(backend) as client:
@@ -167,6 +171,7 @@ def test_error_mid_stream_is_an_error_event_then_done() -> None:
     assert non_stream.status_code == 500 and non_stream.json()["error"]["message"] == "the GPU fell over"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("request_body", "status", "code"),
     [
@@ -189,6 +194,7 @@ def test_bad_requests(request_body: bytes, status: int, code: str) -> None:
     assert len(backend.calls) == 1  # the bad request never reached the backend
 
 
+@pytest.mark.slow
 def test_a_silent_backend_costs_a_504_not_a_hang() -> None:
     backend = FakeBackend(tokens=("late",), delay_s=3.0)
     with serve(backend, event_timeout_s=0.3) as client:
@@ -200,6 +206,7 @@ def test_a_silent_backend_costs_a_504_not_a_hang() -> None:
         assert all(call.cancel.wait(2) for call in backend.calls)
 
 
+@pytest.mark.slow
 def test_oversized_body_is_413_before_parsing() -> None:
     backend = FakeBackend()
     with serve(backend, max_request_bytes=4096) as client:
@@ -214,6 +221,7 @@ def test_oversized_body_is_413_before_parsing() -> None:
     assert len(backend.calls) == 1
 
 
+@pytest.mark.slow
 def test_image_sources_follow_the_server_policy(tmp_path: Path) -> None:
     inside = tmp_path / "root" / "ok.png"
     inside.parent.mkdir()
@@ -241,6 +249,7 @@ def test_image_sources_follow_the_server_policy(tmp_path: Path) -> None:
         assert ask(client, str(inside)).json()["error"]["code"] == "local_disabled"
 
 
+@pytest.mark.slow
 def test_queue_full_is_429_and_the_slot_comes_back() -> None:
     backend = FakeBackend(tokens=("x",) * 200, delay_s=0.02)
     with serve(backend, max_concurrency=1, max_queue=0) as client:
@@ -262,6 +271,7 @@ def test_queue_full_is_429_and_the_slot_comes_back() -> None:
         assert client.post(CHAT, json=HI).status_code == 200
 
 
+@pytest.mark.slow
 def test_queued_requests_wait_their_turn() -> None:
     backend = FakeBackend(tokens=("a", "b", "c"), delay_s=0.05)
     results: list[int] = []
@@ -278,6 +288,7 @@ def test_queued_requests_wait_their_turn() -> None:
     assert all(call.finished.is_set() for call in backend.calls)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [True, False])
 def test_client_disconnect_cancels_the_generation(stream: bool) -> None:
     backend = FakeBackend(tokens=("x",) * 500, delay_s=0.02)
@@ -297,6 +308,7 @@ def test_client_disconnect_cancels_the_generation(stream: bool) -> None:
         assert client.post(CHAT, json=HI).status_code == 200
 
 
+@pytest.mark.slow
 def test_api_key_guards_v1_but_not_health() -> None:
     with serve(FakeBackend(), api_key="sekret") as client:
         assert client.post(CHAT, json=HI).status_code == 401
@@ -307,6 +319,7 @@ def test_api_key_guards_v1_but_not_health() -> None:
         assert client.get("/health").status_code == 200
 
 
+@pytest.mark.slow
 def test_models_health_and_health_generate() -> None:
     with serve(FakeBackend(), served_model_name="llava-tiny") as client:
         models = client.get("/v1/models").json()
@@ -324,6 +337,7 @@ def test_models_health_and_health_generate() -> None:
         assert client.get("/health_generate").status_code == 503
 
 
+@pytest.mark.slow
 def test_stream_interval_merges_deltas_and_never_holds_back_the_end() -> None:
     # 40 deltas over ~200 ms with a 60 ms interval: a handful of chunks (first one at once, then about one
     # per interval), the same text in the same order.

@@ -26,6 +26,8 @@ from tests.support.tiny_llava import build_tiny_llava
 from vision_common.chat.conversation import Conversation, Message
 from vision_common.images.load import ImageLimits
 
+pytestmark = pytest.mark.slow  # spawns processes or serves HTTP
+
 CONTEXT = 512
 GREEDY = {"temperature": 0, "max_tokens": 6}
 

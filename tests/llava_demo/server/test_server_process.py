@@ -71,6 +71,7 @@ def processes() -> Iterator[list[subprocess.Popen]]:
             process.stdout.close()
 
 
+@pytest.mark.slow
 def test_killed_mid_stream_gives_a_clear_error_and_restart_works(
     endless_model: Path, processes: list[subprocess.Popen]
 ) -> None:

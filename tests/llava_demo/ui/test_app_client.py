@@ -81,6 +81,7 @@ def ask(c: Client, text: str, images: list[Path], max_new_tokens: int = 8, **opt
     )
 
 
+@pytest.mark.slow
 def test_public_api_is_chat_stop_and_new_conversation(served):
     named = client(served).view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert sorted(named) == ["/chat", "/new_conversation", "/stop"]
@@ -88,6 +89,7 @@ def test_public_api_is_chat_stop_and_new_conversation(served):
     assert (defaults["temperature"], defaults["top_p"], defaults["max_new_tokens"]) == (0.2, 0.7, 512)
 
 
+@pytest.mark.slow
 def test_chat_with_images_over_two_turns_matches_the_in_process_answers(served):
     c = client(served)
     red, blue = served.root / "red.png", served.root / "blue.png"
@@ -105,6 +107,7 @@ def test_chat_with_images_over_two_turns_matches_the_in_process_answers(served):
     assert fresh["image_tokens"] == 36
 
 
+@pytest.mark.slow
 def test_sessions_are_independent_under_concurrency(served):
     results: dict[str, dict] = {}
 
@@ -123,6 +126,7 @@ def test_sessions_are_independent_under_concurrency(served):
     assert results["a"]["image_tokens"] == 52 and results["b"]["image_tokens"] == 36
 
 
+@pytest.mark.slow
 def test_stop_cancels_the_answer_in_the_backend(served):
     c = client(served)
     job = c.submit(
@@ -141,6 +145,7 @@ def test_stop_cancels_the_answer_in_the_backend(served):
     assert c.predict(api_name="/stop")["stopped"] is False  # nothing left to stop
 
 
+@pytest.mark.slow
 def test_bad_input_gets_a_clear_message_and_the_app_keeps_serving(served):
     c = client(served)
     cases = [
@@ -162,6 +167,7 @@ def test_bad_input_gets_a_clear_message_and_the_app_keeps_serving(served):
     assert info["finish_reason"] == "length" and info["completion_tokens"] == 3
 
 
+@pytest.mark.slow
 def test_likes_are_appended_to_the_feedback_log(served):
     handlers = ChatHandlers(served.services)
     red = str(served.root / "red.png")
@@ -182,6 +188,7 @@ def test_likes_are_appended_to_the_feedback_log(served):
     )
 
 
+@pytest.mark.slow
 def test_tabs_come_from_factories_and_bad_factories_are_named(served):
     settings = AppSettings(chat=ChatSettings.tiny(model=served.model))
     chat = DEFAULT_TABS[0]

@@ -34,7 +34,8 @@ from tests.support.react_support import save_random_tiny_clip, toy_caption, writ
 
 POOL_SIZE = 24
 CLASSES = "red square, blue circle"
-pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")
+# Serves the app over HTTP (slow); gradio_client warns about a pandas deprecation we do not control.
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")]
 
 
 def expected_ids(name: str) -> set[int]:

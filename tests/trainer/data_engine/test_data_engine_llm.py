@@ -133,6 +133,7 @@ def test_normalised_box_string_is_exact(tmp_path: Path) -> None:
     assert 'sign: [0.729, 0.833, 0.938, 0.938] (small, text "K7")' in synth_text
 
 
+@pytest.mark.slow
 def test_requests_carry_system_message_seeds_context_and_key(tmp_path: Path, server: FakeChatServer) -> None:
     captions, instances, images = write_coco_sample(tmp_path)
     dataset = load_coco(captions, instances, images, limit=1)
@@ -160,6 +161,7 @@ def test_requests_carry_system_message_seeds_context_and_key(tmp_path: Path, ser
     assert detail_prompt.removeprefix("<image>\n") in DETAIL_INSTRUCTIONS
 
 
+@pytest.mark.slow
 def test_malformed_replies_are_counted_and_dropped_and_5xx_is_retried(
     tmp_path: Path, server: FakeChatServer
 ) -> None:
@@ -197,6 +199,7 @@ def test_malformed_replies_are_counted_and_dropped_and_5xx_is_retried(
     assert records["1_complex"]["conversations"][1]["value"] == "He rides right next to a bus and a car."
 
 
+@pytest.mark.slow
 def test_client_error_is_clear_and_leaves_no_output(tmp_path: Path, server: FakeChatServer) -> None:
     captions, instances, images = write_coco_sample(tmp_path)
     server.script = [(401, '{"error": {"message": "invalid api key"}}')]
@@ -221,6 +224,7 @@ def test_unreachable_endpoint_is_retried_then_reported() -> None:
     assert sleeps == [0.5, 1.0, 2.0]  # exponential backoff
 
 
+@pytest.mark.slow
 def test_concurrent_workers_give_the_same_output(tmp_path: Path, server: FakeChatServer) -> None:
     captions, instances, images = write_coco_sample(tmp_path)
     dataset = load_coco(captions, instances, images)
@@ -274,6 +278,7 @@ def test_endpoint_forms_and_config_validation() -> None:
     assert LLMClientConfig.tiny().max_retries == 2
 
 
+@pytest.mark.slow
 def test_cli_with_llm_teacher(
     tmp_path: Path, server: FakeChatServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

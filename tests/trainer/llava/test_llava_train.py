@@ -88,6 +88,7 @@ def test_resume_continues_with_the_same_data_order(world):
     ]
 
 
+@pytest.mark.slow
 def test_sigterm_mid_run_leaves_a_loadable_checkpoint(world):
     out = world["root"] / "sigterm"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

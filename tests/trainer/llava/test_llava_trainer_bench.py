@@ -48,6 +48,7 @@ def bench_result(tmp_path_factory):
     return json.loads(out.read_text()), done.stdout
 
 
+@pytest.mark.slow
 def test_rounds_alternate_and_time_the_same_batches(bench_result):
     result, _ = bench_result
     order = [(row["round"], row["arm"]) for row in result["rounds"]]
@@ -69,6 +70,7 @@ def test_rounds_alternate_and_time_the_same_batches(bench_result):
     assert result["environment"]["data"]["samples"] == 12
 
 
+@pytest.mark.slow
 def test_same_weights_same_first_batch(bench_result):
     result, _ = bench_result
     first = [row["first_loss"] for row in result["rounds"] if row["arm"] != "dataloader"]
@@ -77,6 +79,7 @@ def test_same_weights_same_first_batch(bench_result):
     assert [row["first_loss"] for row in result["rounds"] if row["arm"] == "dataloader"] == [None, None]
 
 
+@pytest.mark.slow
 def test_rates_and_ratio_are_the_measured_quotients(bench_result):
     result, stdout = bench_result
     arms = result["arms"]
@@ -115,6 +118,7 @@ def test_config_rejects_contradictions():
         ThroughputBenchConfig(num_workers=-1)
 
 
+@pytest.mark.slow
 def test_too_few_batches_is_a_clear_error(tmp_path):
     model = build_tiny_llava(tmp_path / "model")
     write_images(tmp_path / "images")
