@@ -12,8 +12,6 @@ from app_shell.args import ENV_OPTIONS, parse_settings
 from llava_demo.ui.settings import ChatSettings, SettingsError
 from tests.support.paths import REPO_ROOT
 
-ROOT = REPO_ROOT
-
 
 def test_defaults_serve_this_machine_only_with_the_embedded_model():
     settings = parse_settings([], environ={}).chat
@@ -97,7 +95,7 @@ def test_settings_validation_and_derived_values():
 @pytest.mark.slow
 def test_help_documents_every_flag_and_variable_and_does_not_import_gradio():
     result = subprocess.run(
-        [sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "app.py", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     for option in ENV_OPTIONS:
@@ -119,7 +117,7 @@ def test_help_documents_every_flag_and_variable_and_does_not_import_gradio():
             "import sys; from app_shell.args import parse_settings; parse_settings([]); "
             "print('gradio' in sys.modules)",
         ],
-        cwd=ROOT,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=60,

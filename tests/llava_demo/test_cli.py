@@ -18,11 +18,8 @@ from llava_demo.backends.base import BackendUnavailable, SamplingParams
 from llava_demo.server.cli import StartupError, check_local_model
 from tests.support.paths import REPO_ROOT
 from tests.support.server_fakes import FakeBackend
-from tests.support.tiny_llava import build_tiny_llava
 from vision_common.chat.conversation import Conversation, Message
 from vision_common.images.load import ImageLimits
-
-ROOT = REPO_ROOT
 
 
 def scripted(lines: list[str]):
@@ -139,8 +136,8 @@ def test_start_up_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 @pytest.mark.slow
-def test_one_shot_subprocess_on_a_tiny_model(tmp_path: Path) -> None:
-    model = build_tiny_llava(tmp_path / "tiny")
+def test_one_shot_subprocess_on_a_tiny_model(tmp_path: Path, tiny_llava_dir: Path) -> None:
+    model = tiny_llava_dir
     image = tmp_path / "scene.png"
     Image.new("RGB", (100, 50), (200, 30, 30)).save(image)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -156,7 +153,7 @@ def test_one_shot_subprocess_on_a_tiny_model(tmp_path: Path) -> None:
         str(image),
     ]
     command += ["--prompt", "What is in the picture?", "--temperature", "0", "--max-tokens", "8"]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 
     from llava_demo.backends.local import LocalBackend, LocalBackendConfig

@@ -16,7 +16,6 @@ from react_explorer.index.shards import open_embedding_shards
 from tests.support.paths import REPO_ROOT
 from tests.support.react_support import save_random_tiny_clip, write_toy_pool
 
-REPO = REPO_ROOT
 POOL_SIZE = 21  # odd on purpose: the ranks get 11 and 10 rows
 
 
@@ -40,7 +39,7 @@ def test_two_process_build_equals_single_process(tmp_path):
         "-m", "react_explorer.cli.build_index", "--pool", str(pool), "--out", str(tmp_path / "ddp"),
         "--model", f"local-dir:{clip}", "--workers", "0", "--batch-size", "4", "--no-progress",
     ]  # fmt: skip
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=170)
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=170)
     assert result.returncode == 0, result.stderr[-3000:]
     shards = open_embedding_shards(tmp_path / "ddp.embeddings")
     assert [shard.rows for shard in shards.shards] == [11, 10]

@@ -19,7 +19,6 @@ from react_explorer.knn.service import create_app, load_served, parse_index_args
 from tests.support.paths import REPO_ROOT
 from tests.support.react_support import save_random_tiny_clip, write_toy_pool
 
-REPO = REPO_ROOT
 RED_SQUARES = {0, 8, 16}  # toy pool rows captioned "red square"
 
 
@@ -174,7 +173,7 @@ def test_real_server_over_http(index_dir):
         "--port",
         str(port),
     ]
-    server = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    server = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60

@@ -50,10 +50,13 @@ def tiny_tokenizer():
     return train_tokenizer(CORPUS, vocab_size=300)
 
 
-def write_parts(root: Path, seed: int = 0) -> PartsPaths:
-    """Vision tower, LM and tokenizer directories plus an image folder under ``root``."""
+def write_parts(root: Path, seed: int = 0, tokenizer=None) -> PartsPaths:
+    """Vision tower, LM and tokenizer directories plus an image folder under ``root``.
+
+    ``tokenizer`` defaults to a freshly trained ``tiny_tokenizer()`` (pass the session one to skip training).
+    """
+    tokenizer = tiny_tokenizer() if tokenizer is None else tokenizer
     torch.manual_seed(seed)
-    tokenizer = tiny_tokenizer()
     vision_dir, lm_dir, tok_dir, images = (
         root / "clip-vision",
         root / "lm",

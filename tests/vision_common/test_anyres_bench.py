@@ -13,12 +13,10 @@ from tests.support.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow  # spawns processes or serves HTTP
 
-REPO = REPO_ROOT
-
 
 def _bench(*args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "bench.anyres_preprocess", *args]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
 
 
 def test_bench_small_image_json(tmp_path):

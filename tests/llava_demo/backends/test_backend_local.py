@@ -29,7 +29,7 @@ from llava_demo.backends import (
     make_backend,
 )
 from llava_demo.backends.local import LocalBackend, LocalBackendConfig
-from tests.support.tiny_llava import TINY_ANYRES, build_tiny_llava
+from tests.support.tiny_llava import TINY_ANYRES
 from vision_common.anyres.geometry import num_image_tokens
 from vision_common.chat.conversation import Conversation
 
@@ -37,9 +37,9 @@ GREEDY = SamplingParams.tiny(max_new_tokens=12)
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(tiny_llava_endless_dir):
     assert os.environ.get("HF_HUB_OFFLINE") == "1"  # conftest: reloading must not need the hub
-    return build_tiny_llava(tmp_path_factory.mktemp("tiny-llava"), suppress_eos=True)
+    return tiny_llava_endless_dir
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import base64
 import io
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -22,7 +23,6 @@ from llava_demo.backends.local import LocalBackend, LocalBackendConfig
 from llava_demo.server.app import create_app
 from llava_demo.server.config import ServerConfig
 from llava_demo.server.thread import BackgroundServer
-from tests.support.tiny_llava import build_tiny_llava
 from vision_common.chat.conversation import Conversation, Message
 from vision_common.images.load import ImageLimits
 
@@ -64,8 +64,8 @@ def pattern(size: tuple[int, int]) -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def local_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBackend]:
-    folder = build_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
+def local_backend(tiny_llava_dir: Path) -> Iterator[LocalBackend]:
+    folder = tiny_llava_dir
     config = LocalBackendConfig.tiny(context_length=CONTEXT, image_limits=ImageLimits())
     with LocalBackend.load(str(folder), config) as backend:
         yield backend

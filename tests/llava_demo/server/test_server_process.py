@@ -20,10 +20,8 @@ import pytest
 from llava_demo.backends import BackendUnavailable, SamplingParams, make_backend
 from llava_demo.server.cli import EXIT_STARTUP_ERROR, main
 from tests.support.paths import REPO_ROOT
-from tests.support.tiny_llava import build_tiny_llava
 from vision_common.chat.conversation import Conversation, Message
 
-ROOT = REPO_ROOT
 # Long enough that the answer is still streaming when the server is killed after its first token.
 LONG_ANSWER = 3000
 
@@ -38,7 +36,9 @@ def start_server(model: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "llava_demo.server.cli", "--model", str(model), "--device", "cpu"]
     command += ["--port", str(port), "--log-level", "warning"]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -54,9 +54,9 @@ def start_server(model: Path, port: int) -> subprocess.Popen:
 
 
 @pytest.fixture(scope="module")
-def endless_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def endless_model(tiny_llava_endless_dir: Path) -> Path:
     # EOS suppressed: an uncancelled answer runs to max_tokens.
-    return build_tiny_llava(tmp_path_factory.mktemp("endless"), suppress_eos=True)
+    return tiny_llava_endless_dir
 
 
 @pytest.fixture

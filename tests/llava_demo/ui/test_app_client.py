@@ -24,7 +24,6 @@ from llava_demo.ui.chat_services import ChatServices
 from llava_demo.ui.chat_state import FREE_FORM, ChatState
 from llava_demo.ui.chat_tab import tab_from_services
 from llava_demo.ui.settings import ChatSettings
-from tests.support.tiny_llava import build_tiny_llava
 from vision_common.chat.conversation import Conversation
 
 QUESTION = "What is in the picture?"
@@ -38,10 +37,10 @@ def no_tab(settings: AppSettings) -> None:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, tiny_llava_endless_dir):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("app")
-    model = build_tiny_llava(root / "tiny", suppress_eos=True)  # answers run to max_new_tokens
+    model = tiny_llava_endless_dir  # answers run to max_new_tokens
     Image.new("RGB", (100, 50), (200, 30, 30)).save(root / "red.png")
     Image.new("RGB", (32, 32), (30, 30, 200)).save(root / "blue.png")
     (root / "notes.txt").write_text("not an image")

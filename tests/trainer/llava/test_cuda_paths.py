@@ -31,8 +31,7 @@ from tests.support.paths import REPO_ROOT
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-REPO = REPO_ROOT
-EMBEDDED = REPO / "assets" / "models" / "synthworld-llava-next"
+EMBEDDED = REPO_ROOT / "assets" / "models" / "synthworld-llava-next"
 DEVICE = "cuda"
 # CLIP ViT-L/14-336 (LLaVA-1.5/NeXT's tower) and the decoder-layer shapes of Vicuna-7B (only 2 layers deep).
 VISION_SHAPES = dict(
@@ -221,7 +220,7 @@ def test_local_backend_serves_the_embedded_model_in_bf16_on_cuda():
     from llava_demo.backends.local import LocalBackend, LocalBackendConfig
     from vision_common.chat.conversation import Conversation
 
-    examples = REPO / "assets" / "synthworld" / "examples"
+    examples = REPO_ROOT / "assets" / "synthworld" / "examples"
     image = Image.open(examples / "scene_0.png").convert("RGB")
     gpu = LocalBackend.load(str(EMBEDDED), LocalBackendConfig(device=DEVICE, local_files_only=True))
     cpu = LocalBackend.load(str(EMBEDDED), LocalBackendConfig(device="cpu", local_files_only=True))
@@ -243,16 +242,15 @@ def test_local_backend_serves_the_embedded_model_in_bf16_on_cuda():
         cpu.close()
 
 
-def test_image_use_on_cuda_matches_the_cpu_losses(tmp_path):
+def test_image_use_on_cuda_matches_the_cpu_losses(tmp_path, tiny_llava_dir):
     """``trainer.probes.image_use --device cuda`` (float32) measures the same answer losses as the CPU run: the
     blank and swapped pixels are built on the host and moved with the batch, so the gaps must agree."""
     from tests.support.llava_fixtures import write_images
-    from tests.support.tiny_llava import build_tiny_llava
     from trainer.probes.image_use import measure_image_use
 
     write_images(tmp_path / "images")
     data = write_json(tmp_path / "data.json", stage2_records(copies=1))
-    model_dir = build_tiny_llava(tmp_path / "model")
+    model_dir = tiny_llava_dir
     runs = {
         device: measure_image_use(
             model_dir, data, tmp_path / "images", records=6, batch_size=4, device=device

@@ -6,7 +6,7 @@ import PIL.Image
 import pytest
 import torch
 
-from tests.support.llava_fixtures import stage2_records, tiny_tokenizer, write_images, write_json
+from tests.support.llava_fixtures import stage2_records, write_images, write_json
 from trainer.llava.collate import LlavaCollator
 from trainer.llava.data import DataError, load_dataset
 from trainer.llava.encode import IGNORE_INDEX, EncodingError, encode_prompt
@@ -20,18 +20,13 @@ IMAGE_ID = 4
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
 def images(tmp_path_factory):
     folder = tmp_path_factory.mktemp("images")
     write_images(folder)
     return folder
 
 
-def supervised_runs(tok, encoded) -> list[str]:
+def supervised_runs(tiny_tokenizer, encoded) -> list[str]:
     """Decoded maximal runs of supervised tokens."""
     runs, current = [], []
     for token, label in zip(encoded.input_ids, encoded.labels):
@@ -39,10 +34,10 @@ def supervised_runs(tok, encoded) -> list[str]:
             assert label == token  # labels are the ids themselves; the model shifts them
             current.append(token)
         elif current:
-            runs.append(tok.decode(current))
+            runs.append(tiny_tokenizer.decode(current))
             current = []
     if current:
-        runs.append(tok.decode(current))
+        runs.append(tiny_tokenizer.decode(current))
     return runs
 
 
@@ -61,52 +56,54 @@ EXPECTED_RUNS = {
 
 
 @pytest.mark.parametrize("template", sorted(TEMPLATES))
-def test_label_mask_is_exact_for_every_template(tok, template):
+def test_label_mask_is_exact_for_every_template(tiny_tokenizer, template):
     assert set(EXPECTED_RUNS) == set(TEMPLATES)  # a new template needs its own expectation
     turns = [Message("user", "what is it?", ("img",)), Message("assistant", "a red star.")]
     if template != "plain":
         turns += [Message("user", "how many?"), Message("assistant", "three")]
     rendered = render(Conversation(tuple(turns)), template, add_generation_prompt=False)
-    encoded = encode_prompt(rendered, tok, image_token_id=IMAGE_ID, image_token_counts=[5])
-    assert supervised_runs(tok, encoded) == EXPECTED_RUNS[template]
+    encoded = encode_prompt(rendered, tiny_tokenizer, image_token_id=IMAGE_ID, image_token_counts=[5])
+    assert supervised_runs(tiny_tokenizer, encoded) == EXPECTED_RUNS[template]
     # the one <image> became exactly 5 placeholders, all unsupervised, contiguous
     positions = [i for i, t in enumerate(encoded.input_ids) if t == IMAGE_ID]
     assert len(positions) == 5 and positions == list(range(positions[0], positions[0] + 5))
     assert all(encoded.labels[i] == IGNORE_INDEX for i in positions)
 
 
-def test_plain_template_masks_everything_but_caption_and_newline(tok):
+def test_plain_template_masks_everything_but_caption_and_newline(tiny_tokenizer):
     rendered = render(
         Conversation((Message("user", "ignored", ("img",)), Message("assistant", "a red star."))),
         "plain",
         add_generation_prompt=False,
     )
     assert rendered.text == "<image>a red star.\n"
-    encoded = encode_prompt(rendered, tok, image_token_id=IMAGE_ID, image_token_counts=[3])
-    caption_ids = tok("a red star.\n")["input_ids"]
+    encoded = encode_prompt(rendered, tiny_tokenizer, image_token_id=IMAGE_ID, image_token_counts=[3])
+    caption_ids = tiny_tokenizer("a red star.\n")["input_ids"]
     assert list(encoded.input_ids) == [IMAGE_ID] * 3 + caption_ids
     assert list(encoded.labels) == [IGNORE_INDEX] * 3 + caption_ids
 
 
-def test_encode_errors_name_the_sample(tok):
+def test_encode_errors_name_the_sample(tiny_tokenizer):
     rendered = render(
         Conversation((Message("user", "q", ("img",)), Message("assistant", "a"))),
         "vicuna_v1",
         add_generation_prompt=False,
     )
     with pytest.raises(EncodingError, match="rec7: the prompt tokenizes to 1 image token.*2 image"):
-        encode_prompt(rendered, tok, image_token_id=IMAGE_ID, image_token_counts=[3, 3], where="rec7")
+        encode_prompt(
+            rendered, tiny_tokenizer, image_token_id=IMAGE_ID, image_token_counts=[3, 3], where="rec7"
+        )
     no_answer = render(Conversation((Message("user", "q"),)), "vicuna_v1", add_generation_prompt=False)
     with pytest.raises(EncodingError, match="no supervised tokens"):
-        encode_prompt(no_answer, tok, image_token_id=IMAGE_ID, image_token_counts=[])
+        encode_prompt(no_answer, tiny_tokenizer, image_token_id=IMAGE_ID, image_token_counts=[])
 
 
-def load(tmp_path, records, images, tok, *, template="vicuna_v1", max_length=4000, cfg=None):
+def load(tmp_path, records, images, tiny_tokenizer, *, template="vicuna_v1", max_length=4000, cfg=None):
     path = write_json(tmp_path / "data.json", records)
     return load_dataset(
         path,
         images,
-        tok,
+        tiny_tokenizer,
         template=template,
         anyres=cfg or AnyResConfig.tiny(),
         pixels=PixelConfig(),
@@ -115,7 +112,7 @@ def load(tmp_path, records, images, tok, *, template="vicuna_v1", max_length=400
     )
 
 
-def test_dataset_matches_llava_next_processor_exactly(tmp_path, images, tok):
+def test_dataset_matches_llava_next_processor_exactly(tmp_path, images, tiny_tokenizer):
     """input_ids (with AnyRes expansion) and pixel_values equal transformers' LlavaNextProcessor output."""
     from transformers import LlavaNextImageProcessor, LlavaNextProcessor
 
@@ -124,13 +121,13 @@ def test_dataset_matches_llava_next_processor_exactly(tmp_path, images, tok):
     cfg = AnyResConfig.tiny()
     processor = LlavaNextProcessor(
         image_processor=LlavaNextImageProcessor(**transformers_image_processor_kwargs(cfg), do_pad=True),
-        tokenizer=tok,
+        tokenizer=tiny_tokenizer,
         patch_size=cfg.patch,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
     )
     records = stage2_records(copies=1)
-    dataset, report = load(tmp_path, records, images, tok)
+    dataset, report = load(tmp_path, records, images, tiny_tokenizer)
     assert report.samples == len(records) == 6 and report.image_samples == 5
     by_id = {r["id"]: r for r in records}
     for index, sample in enumerate(dataset.samples):
@@ -146,12 +143,12 @@ def test_dataset_matches_llava_next_processor_exactly(tmp_path, images, tok):
             assert [list(s) for s in item["image_sizes"]] == expected["image_sizes"].tolist()
 
 
-def test_over_length_samples_are_dropped_and_counted(tmp_path, images, tok):
+def test_over_length_samples_are_dropped_and_counted(tmp_path, images, tiny_tokenizer):
     records = stage2_records(copies=1)
-    full, _ = load(tmp_path, records, images, tok)
+    full, _ = load(tmp_path, records, images, tiny_tokenizer)
     lengths = {s.record_id: s.length for s in full.samples}
     limit = sorted(lengths.values())[2]  # keeps the 3 shortest
-    dataset, report = load(tmp_path, records, images, tok, max_length=limit)
+    dataset, report = load(tmp_path, records, images, tiny_tokenizer, max_length=limit)
     kept = {s.record_id for s in dataset.samples}
     assert kept == {rid for rid, n in lengths.items() if n <= limit} and len(kept) == 3
     assert set(report.dropped_over_length) == set(lengths) - kept
@@ -159,7 +156,7 @@ def test_over_length_samples_are_dropped_and_counted(tmp_path, images, tok):
     # nothing was truncated: kept samples have their full length
     assert all(s.length == lengths[s.record_id] for s in dataset.samples)
     with pytest.raises(DataError, match="all 6 record.*max_length=10"):
-        load(tmp_path, records, images, tok, max_length=16 - 6)
+        load(tmp_path, records, images, tiny_tokenizer, max_length=16 - 6)
 
 
 def record(rid, image, *turns):
@@ -196,28 +193,28 @@ def record(rid, image, *turns):
         ({"conversations": []}, r"record #1.*'id'"),
     ],
 )
-def test_bad_records_fail_with_file_record_and_field(tmp_path, images, tok, bad, message):
+def test_bad_records_fail_with_file_record_and_field(tmp_path, images, tiny_tokenizer, bad, message):
     good = record("ok", "square.png", ("human", "<image>\nq"), ("gpt", "a"))
     with pytest.raises(DataError, match=message) as info:
-        load(tmp_path, [good, bad], images, tok)
+        load(tmp_path, [good, bad], images, tiny_tokenizer)
     assert str(tmp_path / "data.json") in str(info.value)
 
 
-def test_lone_image_tag_moves_to_the_front_like_llava(tmp_path, images, tok):
+def test_lone_image_tag_moves_to_the_front_like_llava(tmp_path, images, tiny_tokenizer):
     trailing = record("t", "square.png", ("human", "describe this.\n<image>"), ("gpt", "a star"))
-    dataset, _ = load(tmp_path, [trailing], images, tok)
+    dataset, _ = load(tmp_path, [trailing], images, tiny_tokenizer)
     ids = list(dataset.samples[0].encoded.input_ids)
     after_image = ids[len(ids) - ids[::-1].index(IMAGE_ID) :]
-    assert tok.decode(after_image) == "\ndescribe this. ASSISTANT: a star</s>"
+    assert tiny_tokenizer.decode(after_image) == "\ndescribe this. ASSISTANT: a star</s>"
 
 
-def test_unreadable_json_and_plain_template_without_image(tmp_path, images, tok):
+def test_unreadable_json_and_plain_template_without_image(tmp_path, images, tiny_tokenizer):
     (tmp_path / "data.json").write_text("{not json")
     with pytest.raises(DataError, match="cannot read LLaVA JSON"):
         load_dataset(
             tmp_path / "data.json",
             images,
-            tok,
+            tiny_tokenizer,
             template="plain",
             anyres=AnyResConfig.tiny(),
             pixels=PixelConfig(),
@@ -226,7 +223,7 @@ def test_unreadable_json_and_plain_template_without_image(tmp_path, images, tok)
         )
     text_only = record("t0", None, ("human", "q"), ("gpt", "a"))
     with pytest.raises(DataError, match="record 't0'.*has no image"):
-        load(tmp_path, [text_only], images, tok, template="plain")
+        load(tmp_path, [text_only], images, tiny_tokenizer, template="plain")
 
 
 def test_collator_pads_right_and_stacks_images():

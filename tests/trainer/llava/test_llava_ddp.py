@@ -11,12 +11,10 @@ import sys
 
 import pytest
 
-from tests.support.llava_fixtures import stage2_records, write_json, write_parts
+from tests.support.llava_fixtures import stage2_records, write_json
 from tests.support.paths import REPO_ROOT
 from trainer.runtime.checkpoint import latest_checkpoint, load_checkpoint, state_digest
 from trainer.runtime.metrics import read_metrics
-
-REPO = REPO_ROOT
 
 
 def free_port() -> int:
@@ -27,8 +25,8 @@ def free_port() -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_two_process_cpu_ddp_keeps_replicas_identical(tmp_path):
-    parts = write_parts(tmp_path)
+def test_two_process_cpu_ddp_keeps_replicas_identical(tmp_path, tiny_llava_parts):
+    parts = tiny_llava_parts
     data = write_json(tmp_path / "stage2.json", stage2_records())
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -43,7 +41,7 @@ def test_two_process_cpu_ddp_keeps_replicas_identical(tmp_path):
         "--language-model", str(parts.lm), "--tokenizer", str(parts.tokenizer), "--max-steps", "3",
         "--no-progress",
     ]  # fmt: skip
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=110)
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=110)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((out / "run_config.json").read_text())["world_size"] == 2
     metrics = read_metrics(out / "metrics.jsonl")

@@ -10,7 +10,6 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor, CLIPVisionModel
 
-from tests.support.llava_fixtures import write_parts
 from trainer.llava.assemble import assemble_llava
 from trainer.llava.config import ArchitectureConfig
 from trainer.llava.export import (
@@ -30,8 +29,8 @@ LLAMA_PREFIXES = ("model.embed_tokens.", "model.layers.", "model.norm.", "lm_hea
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory):
-    dirs = write_parts(tmp_path_factory.mktemp("parts"))
+def parts(tiny_llava_parts):
+    dirs = tiny_llava_parts
     torch.manual_seed(0)
     return dirs, assemble_llava(dirs.vision, dirs.lm, dirs.tokenizer, ArchitectureConfig())
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import PIL.Image
-import pytest
 import torch
 from transformers import AutoModelForCausalLM, CLIPVisionModel
 
-from tests.support.llava_fixtures import stage1_records, stage2_records, write_json, write_parts
+from tests.support.llava_fixtures import stage1_records, stage2_records, write_json
 from trainer.llava.assemble import anyres_of, assemble_llava, pixel_config_of
 from trainer.llava.config import ArchitectureConfig, stage_preset
 from trainer.llava.data import load_dataset
@@ -18,23 +17,20 @@ from trainer.runtime.loop import run_training
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def parts_dirs(tmp_path_factory):
-    return write_parts(tmp_path_factory.mktemp("parts"))
-
-
-def assemble(parts_dirs, **arch):
+def assemble(tiny_llava_parts, **arch):
     torch.manual_seed(0)
-    return assemble_llava(parts_dirs.vision, parts_dirs.lm, parts_dirs.tokenizer, ArchitectureConfig(**arch))
+    return assemble_llava(
+        tiny_llava_parts.vision, tiny_llava_parts.lm, tiny_llava_parts.tokenizer, ArchitectureConfig(**arch)
+    )
 
 
-def test_assembled_weights_are_bit_identical_to_the_parts(parts_dirs):
-    llava = assemble(parts_dirs).model
-    vision = CLIPVisionModel.from_pretrained(parts_dirs.vision, local_files_only=True).state_dict()
+def test_assembled_weights_are_bit_identical_to_the_parts(tiny_llava_parts):
+    llava = assemble(tiny_llava_parts).model
+    vision = CLIPVisionModel.from_pretrained(tiny_llava_parts.vision, local_files_only=True).state_dict()
     assembled_vision = llava.model.vision_tower.state_dict()
     assert vision.keys() == assembled_vision.keys()
     assert all(torch.equal(vision[k], assembled_vision[k]) for k in vision)
-    lm = AutoModelForCausalLM.from_pretrained(parts_dirs.lm, local_files_only=True).state_dict()
+    lm = AutoModelForCausalLM.from_pretrained(tiny_llava_parts.lm, local_files_only=True).state_dict()
     assembled_lm = llava.model.language_model.state_dict()
     for name, value in lm.items():
         target = (
@@ -45,8 +41,8 @@ def test_assembled_weights_are_bit_identical_to_the_parts(parts_dirs):
     assert llava.lm_head.weight is llava.model.language_model.embed_tokens.weight
 
 
-def test_assembled_config_and_processor(parts_dirs):
-    parts = assemble(parts_dirs)
+def test_assembled_config_and_processor(tiny_llava_parts):
+    parts = assemble(tiny_llava_parts)
     config, processor = parts.model.config, parts.processor
     assert config.image_token_id == 4 == processor.tokenizer.convert_tokens_to_ids("<image>")
     # LLaVA-1.6 grids (cols, rows) (1,2),(2,1),(2,2),(3,1),(1,3) at tile 32, stored [height, width]
@@ -83,8 +79,8 @@ def test_assembled_config_and_processor(parts_dirs):
     assert torch.isfinite(logits).all()
 
 
-def test_linear_projector_is_linear_1_with_a_frozen_identity(parts_dirs):
-    parts = assemble(parts_dirs, projector="linear")
+def test_linear_projector_is_linear_1_with_a_frozen_identity(tiny_llava_parts):
+    parts = assemble(tiny_llava_parts, projector="linear")
     projector = parts.model.model.multi_modal_projector
     assert parts.model.config.projector_hidden_act == "linear"
     assert torch.equal(projector.linear_2.weight, torch.eye(32)) and not projector.linear_2.bias.any()
@@ -98,13 +94,13 @@ def snapshot(model):
     return {name: p.detach().clone() for name, p in model.named_parameters()}
 
 
-def one_update(parts_dirs, tmp_path, stage):
-    parts = assemble(parts_dirs)
+def one_update(tiny_llava_parts, tmp_path, stage):
+    parts = assemble(tiny_llava_parts)
     cfg = stage_preset("tiny", stage).with_runtime(max_steps=1, checkpoint_every=0)
     records = stage1_records(1) if stage == 1 else stage2_records(1)
     dataset, _ = load_dataset(
         write_json(tmp_path / "data.json", records),
-        parts_dirs.images,
+        tiny_llava_parts.images,
         parts.processor.tokenizer,
         template=cfg.template,
         anyres=anyres_of(parts.model),
@@ -129,16 +125,16 @@ def one_update(parts_dirs, tmp_path, stage):
     return {name: not torch.equal(before[name], after[name]) for name in before}
 
 
-def test_stage1_update_changes_only_projector_and_newline(parts_dirs, tmp_path):
-    changed = one_update(parts_dirs, tmp_path, stage=1)
+def test_stage1_update_changes_only_projector_and_newline(tiny_llava_parts, tmp_path):
+    changed = one_update(tiny_llava_parts, tmp_path, stage=1)
     projector = {n for n in changed if n.startswith("model.multi_modal_projector.")} | {"model.image_newline"}
     assert len(projector) == 5
     assert all(changed[n] for n in projector)
     assert not any(changed[n] for n in changed if n not in projector)  # vision tower and LM bit-identical
 
 
-def test_stage2_update_changes_projector_and_llm_not_vision(parts_dirs, tmp_path):
-    changed = one_update(parts_dirs, tmp_path, stage=2)
+def test_stage2_update_changes_projector_and_llm_not_vision(tiny_llava_parts, tmp_path):
+    changed = one_update(tiny_llava_parts, tmp_path, stage=2)
     vision = [n for n in changed if n.startswith("model.vision_tower.")]
     language = [n for n in changed if n.startswith("model.language_model.")]
     projector = [n for n in changed if n.startswith("model.multi_modal_projector.")] + ["model.image_newline"]
@@ -147,7 +143,7 @@ def test_stage2_update_changes_projector_and_llm_not_vision(parts_dirs, tmp_path
     assert language and all(changed[n] for n in language)  # every block, the norm and the (tied) embeddings
 
 
-def test_a_tokenizer_without_image_token_gets_one_and_the_lm_grows(tmp_path):
+def test_a_tokenizer_without_image_token_gets_one_and_the_lm_grows(tmp_path, tiny_llava_parts):
     """A plain LM tokenizer (no <image>, no pad): <image> is added as one special token, pad falls back to
     unk (LLaVA v1), and the LM's embedding matrix grows to the new vocabulary before the weights are copied."""
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -167,7 +163,7 @@ def test_a_tokenizer_without_image_token_gets_one_and_the_lm_grows(tmp_path):
         )
     )
     lm.save_pretrained(tmp_path / "lm")
-    vision = write_parts(tmp_path / "parts").vision
+    vision = tiny_llava_parts.vision
     assert load_tokenizer(tmp_path / "lm").convert_tokens_to_ids("<image>") == 0  # unknown before
     parts = assemble_llava(vision, tmp_path / "lm", None, ArchitectureConfig())
     tok = parts.processor.tokenizer

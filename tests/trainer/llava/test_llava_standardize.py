@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.support.llava_fixtures import stage1_records, write_json, write_parts
+from tests.support.llava_fixtures import stage1_records, write_json
 from trainer.llava.assemble import assemble_llava, standardize_projector_input, vision_features
 from trainer.llava.config import ArchitectureConfig, ConfigError, stage_preset
 from trainer.llava.train import main
@@ -16,18 +16,15 @@ from trainer.llava.train import main
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def parts_dirs(tmp_path_factory):
-    return write_parts(tmp_path_factory.mktemp("parts"))
-
-
-def _assemble(parts_dirs):
+def _assemble(tiny_llava_parts):
     torch.manual_seed(0)
-    return assemble_llava(parts_dirs.vision, parts_dirs.lm, parts_dirs.tokenizer, ArchitectureConfig())
+    return assemble_llava(
+        tiny_llava_parts.vision, tiny_llava_parts.lm, tiny_llava_parts.tokenizer, ArchitectureConfig()
+    )
 
 
-def test_folded_linear_1_equals_the_original_on_standardised_features(parts_dirs):
-    model = _assemble(parts_dirs).model
+def test_folded_linear_1_equals_the_original_on_standardised_features(tiny_llava_parts):
+    model = _assemble(tiny_llava_parts).model
     linear_1 = model.model.multi_modal_projector.linear_1
     original = torch.nn.Linear(linear_1.in_features, linear_1.out_features)
     original.load_state_dict(linear_1.state_dict())
@@ -47,8 +44,8 @@ def test_folded_linear_1_equals_the_original_on_standardised_features(parts_dirs
     assert (after @ after.T)[off_diagonal].mean() < 0.5 < (before @ before.T)[off_diagonal].mean()
 
 
-def test_bad_feature_shapes_raise(parts_dirs):
-    model = _assemble(parts_dirs).model
+def test_bad_feature_shapes_raise(tiny_llava_parts):
+    model = _assemble(tiny_llava_parts).model
     width = model.model.multi_modal_projector.linear_1.in_features
     with pytest.raises(ValueError, match="channels"):
         standardize_projector_input(model, torch.randn(10, width + 1))
@@ -58,18 +55,18 @@ def test_bad_feature_shapes_raise(parts_dirs):
         ArchitectureConfig(standardize_images=-1)
 
 
-def test_stage1_cli_standardises_from_its_training_images(parts_dirs, tmp_path):
+def test_stage1_cli_standardises_from_its_training_images(tiny_llava_parts, tmp_path):
     assert stage_preset("tiny", 1).architecture.standardize_images == 2
     data = write_json(tmp_path / "s1.json", stage1_records())
     out = tmp_path / "run"
-    args = ["--config", "tiny", "--stage", "1", "--data", str(data), "--images", str(parts_dirs.images)]
-    args += ["--vision-tower", str(parts_dirs.vision), "--language-model", str(parts_dirs.lm)]
-    args += ["--tokenizer", str(parts_dirs.tokenizer), "--out", str(out), "--no-progress"]
+    args = ["--config", "tiny", "--stage", "1", "--data", str(data), "--images", str(tiny_llava_parts.images)]
+    args += ["--vision-tower", str(tiny_llava_parts.vision), "--language-model", str(tiny_llava_parts.lm)]
+    args += ["--tokenizer", str(tiny_llava_parts.tokenizer), "--out", str(out), "--no-progress"]
     assert main([*args, "--max-steps", "1", "--checkpoint-every", "0"]) == 0
     report = json.loads((out / "run_config.json").read_text())
     assert report["projector_input_standardized_on_images"] == 2
     # The step-0 projector is the folded one: its bias differs from a plain assembly's by -W/std @ mean.
-    model = _assemble(parts_dirs).model
+    model = _assemble(tiny_llava_parts).model
     features = vision_features(model, torch.randn(2, 3, 32, 32))
     assert features.shape[1] == model.model.multi_modal_projector.linear_1.in_features
     saved = load_file(out / "final" / "model.safetensors")

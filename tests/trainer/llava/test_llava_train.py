@@ -12,23 +12,21 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.support.llava_fixtures import stage1_records, stage2_records, write_json, write_parts
+from tests.support.llava_fixtures import stage1_records, stage2_records, write_json
 from tests.support.paths import REPO_ROOT
 from trainer.llava.train import EXIT_BAD_INPUT, EXIT_STOPPED_BY_SIGNAL, main
 from trainer.runtime.checkpoint import latest_checkpoint, load_checkpoint
 from trainer.runtime.metrics import read_metrics
 
 torch.set_num_threads(1)
-REPO = REPO_ROOT
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, tiny_llava_parts):
     root = tmp_path_factory.mktemp("llava_train")
-    parts = write_parts(root)
     return {
         "root": root,
-        "parts": parts,
+        "parts": tiny_llava_parts,
         "s1": write_json(root / "stage1.json", stage1_records()),
         "s2": write_json(root / "stage2.json", stage2_records()),
     }
@@ -93,7 +91,7 @@ def test_sigterm_mid_run_leaves_a_loadable_checkpoint(world):
     out = world["root"] / "sigterm"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     command = [sys.executable, "-m", "trainer.llava.train", *stage1_args(world, out, "--max-steps", "100000")]
-    process = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

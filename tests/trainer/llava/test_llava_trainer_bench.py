@@ -17,15 +17,12 @@ import pytest
 
 from tests.support.llava_fixtures import stage2_records, write_images, write_json
 from tests.support.paths import REPO_ROOT
-from tests.support.tiny_llava import build_tiny_llava
-
-REPO = REPO_ROOT
 
 
 def _bench_module():
     # bench/ is a folder of scripts run with ``python -m`` from the repository root, not an installed package.
     spec = importlib.util.spec_from_file_location(
-        "llava_trainer_throughput", REPO / "bench" / "llava_trainer_throughput.py"
+        "llava_trainer_throughput", REPO_ROOT / "bench" / "llava_trainer_throughput.py"
     )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve their module's namespace through sys.modules
@@ -34,16 +31,16 @@ def _bench_module():
 
 
 @pytest.fixture(scope="module")
-def bench_result(tmp_path_factory):
+def bench_result(tmp_path_factory, tiny_llava_dir):
     root = tmp_path_factory.mktemp("trainer-bench")
-    model = build_tiny_llava(root / "model")
+    model = tiny_llava_dir
     write_images(root / "images")
     data = write_json(root / "data.json", stage2_records(copies=2))  # 12 records -> 6 micro-batches of 2
     out = root / "bench.json"
     command = [sys.executable, "-m", "bench.llava_trainer_throughput", "--model", str(model)]
     command += ["--data", str(data), "--images", str(root / "images"), "--preset", "tiny"]
     command += ["--updates", "2", "--warmup", "1", "--rounds", "2", "--json-out", str(out)]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(out.read_text()), done.stdout
 
@@ -119,13 +116,13 @@ def test_config_rejects_contradictions():
 
 
 @pytest.mark.slow
-def test_too_few_batches_is_a_clear_error(tmp_path):
-    model = build_tiny_llava(tmp_path / "model")
+def test_too_few_batches_is_a_clear_error(tmp_path, tiny_llava_dir):
+    model = tiny_llava_dir
     write_images(tmp_path / "images")
     data = write_json(tmp_path / "data.json", stage2_records(copies=1))  # 6 records -> 3 micro-batches
     command = [sys.executable, "-m", "bench.llava_trainer_throughput", "--model", str(model)]
     command += ["--data", str(data), "--images", str(tmp_path / "images"), "--preset", "tiny"]
     command += ["--updates", "5", "--warmup", "1"]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "fewer than warmup + updates = 6" in done.stderr

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from tests.support.llava_fixtures import stage2_records, write_images, write_json
-from tests.support.tiny_llava import build_tiny_llava
 from trainer.llava.assemble import anyres_of, load_llava, pixel_config_of
 from trainer.llava.data import DataError, LlavaDataset, prepare_samples, read_records, validate_all
 from trainer.llava.eval.data import evenly_spaced
@@ -18,11 +17,11 @@ from vision_common.anyres.pixels import preprocess
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+def setup(tmp_path_factory: pytest.TempPathFactory, tiny_llava_dir: Path) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("image_use")
     write_images(root / "images")
     data = write_json(root / "data.json", stage2_records(copies=1))
-    return build_tiny_llava(root / "model"), data, root / "images"
+    return tiny_llava_dir, data, root / "images"
 
 
 def test_evenly_spaced() -> None:

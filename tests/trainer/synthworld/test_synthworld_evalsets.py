@@ -19,7 +19,6 @@ from trainer.synthworld.config import WorldConfig
 from trainer.synthworld.legibility import ILLEGIBLE_CONTRAST, LEGIBLE_CONTRAST, read_sign
 from trainer.synthworld.scene_view import SceneObject
 from trainer.synthworld.scenes import sample_scene
-from trainer.synthworld.world import generate_world
 from vision_common.chat import format_prompts
 
 TINY = WorldConfig.preset("tiny")
@@ -28,16 +27,9 @@ CATEGORY_WORDS = {c: c for c in (*SHAPES, SIGN)} | PLURAL_TO_CATEGORY
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("sw") / "world"
-    generate_world(out, TINY, seed=0, workers=1)
-    return out
-
-
-@pytest.fixture(scope="module")
-def scenes(world: Path) -> dict[str, dict]:
+def scenes(tiny_world: Path) -> dict[str, dict]:
     """image path -> {"image": COCO image, "objects": [annotation dicts with a "category" name]}."""
-    coco = json.loads((world / "scenes/annotations/instances_test.json").read_text())
+    coco = json.loads((tiny_world / "scenes/annotations/instances_test.json").read_text())
     names = {c["id"]: c["name"] for c in coco["categories"]}
     out = {f"scenes/images/test/{im['file_name']}": {"image": im, "objects": []} for im in coco["images"]}
     by_id = {im["id"]: f"scenes/images/test/{im['file_name']}" for im in coco["images"]}
@@ -121,19 +113,19 @@ def check_answer(question: str, answer: str, scene: dict) -> None:
         raise AssertionError(f"unexpected question form: {question}")
 
 
-def test_vqa_answers_match_annotations(world: Path, scenes: dict) -> None:
-    records = _jsonl(world / "eval/vqa.jsonl")
+def test_vqa_answers_match_annotations(tiny_world: Path, scenes: dict) -> None:
+    records = _jsonl(tiny_world / "eval/vqa.jsonl")
     assert len(records) > 60
     assert {r["category"] for r in records} == {"color", "shape", "count", "position", "text"}
     assert [r["question_id"] for r in records] == list(range(len(records)))
     for record in records:
         assert record["text"] == f"{record['question']}\n{format_prompts.SHORT_ANSWER}"
-        assert (world / record["image"]).is_file()
+        assert (tiny_world / record["image"]).is_file()
         check_answer(record["question"], record["answer"], scenes[record["image"]])
 
 
-def test_multiple_choice_letter_points_at_the_right_option(world: Path, scenes: dict) -> None:
-    records = _jsonl(world / "eval/mc.jsonl")
+def test_multiple_choice_letter_points_at_the_right_option(tiny_world: Path, scenes: dict) -> None:
+    records = _jsonl(tiny_world / "eval/mc.jsonl")
     assert len(records) >= 40
     letters = Counter()
     for record in records:
@@ -149,8 +141,8 @@ def test_multiple_choice_letter_points_at_the_right_option(world: Path, scenes: 
     assert len(letters) == 4 and max(letters.values()) < 0.5 * len(records)
 
 
-def test_pope_negatives_absent_and_every_split_balanced(world: Path, scenes: dict) -> None:
-    records = _jsonl(world / "eval/pope.jsonl")
+def test_pope_negatives_absent_and_every_split_balanced(tiny_world: Path, scenes: dict) -> None:
+    records = _jsonl(tiny_world / "eval/pope.jsonl")
     tally: dict[tuple[str, str], Counter] = defaultdict(Counter)
     for record in records:
         name = re.fullmatch(r"Is there an? (\w+) in the image\?", record["question"])[1]
@@ -163,8 +155,8 @@ def test_pope_negatives_absent_and_every_split_balanced(world: Path, scenes: dic
     assert len(records) >= 6 * len(scenes)
 
 
-def test_detail_questions_only_on_large_scenes(world: Path, scenes: dict) -> None:
-    records = _jsonl(world / "eval/detail.jsonl")
+def test_detail_questions_only_on_large_scenes(tiny_world: Path, scenes: dict) -> None:
+    records = _jsonl(tiny_world / "eval/detail.jsonl")
     assert any(r["category"] == "text" for r in records)
     for record in records:
         scene = scenes[record["image"]]
@@ -172,16 +164,16 @@ def test_detail_questions_only_on_large_scenes(world: Path, scenes: dict) -> Non
         check_answer(record["question"], record["answer"], scene)
 
 
-def test_small_detail_glyphs_survive_at_128_but_not_64(world: Path, scenes: dict) -> None:
+def test_small_detail_glyphs_survive_at_128_but_not_64(tiny_world: Path, scenes: dict) -> None:
     """Every sign asked about in eval/detail.jsonl (plus more LARGE scenes for statistics) keeps its strokes
     when the image is downscaled to 128 px and loses them at 64 px (criterion: trainer/synthworld/legibility)."""
     signs = []
-    for record in _jsonl(world / "eval/detail.jsonl"):
+    for record in _jsonl(tiny_world / "eval/detail.jsonl"):
         if record["category"] == "text":
             obj = next(
                 o for o in scenes[record["image"]]["objects"] if o["attributes"]["text"] == record["answer"]
             )
-            signs.append((Image.open(world / record["image"]), tuple(obj["bbox"]), record["answer"]))
+            signs.append((Image.open(tiny_world / record["image"]), tuple(obj["bbox"]), record["answer"]))
     assert signs
     for index in range(25):
         spec = sample_scene(random.Random(1000 + index), TINY, True)
@@ -204,10 +196,10 @@ def test_small_detail_glyphs_survive_at_128_but_not_64(world: Path, scenes: dict
     assert all(r.read_as == r.char and r.contrast > 0.9 for r in full)
 
 
-def test_captions_files_are_clean(world: Path) -> None:
+def test_captions_files_are_clean(tiny_world: Path) -> None:
     for split in ("train", "test"):
-        coco = json.loads((world / f"scenes/annotations/instances_{split}.json").read_text())
-        caps = json.loads((world / f"scenes/annotations/captions_{split}.json").read_text())
+        coco = json.loads((tiny_world / f"scenes/annotations/instances_{split}.json").read_text())
+        caps = json.loads((tiny_world / f"scenes/annotations/captions_{split}.json").read_text())
         names = {c["id"]: c["name"] for c in coco["categories"]}
         objects: dict[int, list] = defaultdict(list)
         for ann in coco["annotations"]:
@@ -227,9 +219,9 @@ def test_captions_files_are_clean(world: Path) -> None:
             assert unsupported_words(caption["caption"], objects[caption["image_id"]]) == [], caption
 
 
-def test_pool_captions_are_noisy_but_never_name_absent_objects(world: Path) -> None:
-    pool = pq.read_table(world / "pool/pool.parquet").to_pylist()
-    truth = pq.read_table(world / "pool/pool_truth.parquet").to_pylist()
+def test_pool_captions_are_noisy_but_never_name_absent_objects(tiny_world: Path) -> None:
+    pool = pq.read_table(tiny_world / "pool/pool.parquet").to_pylist()
+    truth = pq.read_table(tiny_world / "pool/pool_truth.parquet").to_pylist()
     assert [r["key"] for r in pool] == [t["key"] for t in truth]
     lengths = [len(r["caption"].split()) for r in pool]
     assert min(lengths) == 1 and max(lengths) <= 30 and max(lengths) >= 15
@@ -255,22 +247,22 @@ def test_pool_captions_are_noisy_but_never_name_absent_objects(world: Path) -> N
     assert species_images >= 40 and 0.4 <= named / species_images <= 0.8, (named, species_images)
 
 
-def test_pool_species_frequencies_follow_the_manifest_rank(world: Path) -> None:
-    manifest = json.loads((world / "manifest.json").read_text())
-    truth = pq.read_table(world / "pool/pool_truth.parquet").to_pylist()
+def test_pool_species_frequencies_follow_the_manifest_rank(tiny_world: Path) -> None:
+    manifest = json.loads((tiny_world / "manifest.json").read_text())
+    truth = pq.read_table(tiny_world / "pool/pool_truth.parquet").to_pylist()
     main_species = Counter(json.loads(t["objects"])[0]["species"] for t in truth)
     counts = [main_species[name] for name in manifest["species_by_pool_frequency"]]
     assert counts == sorted(counts, reverse=True) and counts[0] >= 10 * max(1, counts[-1])
     assert set(manifest["species_by_pool_frequency"]) == set(SPECIES_BY_NAME)
 
 
-def test_tasks_files(world: Path) -> None:
+def test_tasks_files(tiny_world: Path) -> None:
     for task, n_classes in (("shapes", 10), ("colors", 10), ("species", 24)):
-        classes = (world / f"tasks/{task}/classes.txt").read_text().splitlines()
+        classes = (tiny_world / f"tasks/{task}/classes.txt").read_text().splitlines()
         assert len(classes) == n_classes and all(re.fullmatch(r"[a-z]+", c) for c in classes)
-        records = _jsonl(world / f"tasks/{task}/test.jsonl")
+        records = _jsonl(tiny_world / f"tasks/{task}/test.jsonl")
         assert Counter(r["label"] for r in records) == {i: 8 for i in range(n_classes)}
         for record in records:
             assert classes[record["label"]] == record["class"]
-            assert (world / f"tasks/{task}" / record["image"]).is_file()
-    assert (world / "tasks/colors/classes.txt").read_text().splitlines() == list(COLORS)
+            assert (tiny_world / f"tasks/{task}" / record["image"]).is_file()
+    assert (tiny_world / "tasks/colors/classes.txt").read_text().splitlines() == list(COLORS)

@@ -17,15 +17,6 @@ from trainer.llava.eval.data import (
     parse_jsonl,
     select_items,
 )
-from trainer.synthworld.config import WorldConfig
-from trainer.synthworld.world import generate_world
-
-
-@pytest.fixture(scope="module")
-def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("world") / "tiny"
-    generate_world(out, WorldConfig.preset("tiny"), seed=0)
-    return out
 
 
 def test_test_split_matches_the_files(tiny_world: Path) -> None:

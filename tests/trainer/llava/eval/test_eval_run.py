@@ -21,15 +21,6 @@ from trainer.llava.eval.run import (
     answer_questions,
     run_eval,
 )
-from trainer.synthworld.config import WorldConfig
-from trainer.synthworld.world import generate_world
-
-
-@pytest.fixture(scope="module")
-def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("world") / "tiny"
-    generate_world(out, WorldConfig.preset("tiny"), seed=0)
-    return out
 
 
 def _digest(image: Image.Image) -> str:
@@ -218,12 +209,11 @@ def test_missing_embedded_model_says_how_to_build_it() -> None:
         eval_cli.resolve_checkpoint(eval_cli.DEFAULT_MODEL_PRESET)
 
 
-def test_tiny_llava_through_the_local_backend(tiny_world: Path, tmp_path: Path) -> None:
+def test_tiny_llava_through_the_local_backend(tiny_world: Path, tiny_llava_dir: Path) -> None:
     pytest.importorskip("llava_demo.backends.local")
     from llava_demo.backends import make_backend
-    from tests.support.tiny_llava import build_tiny_llava
 
-    model_dir = build_tiny_llava(tmp_path / "tiny-llava")
+    model_dir = tiny_llava_dir
     with make_backend("local", str(model_dir), device="cpu") as backend:
         config = EvalConfig.tiny(limit=2)
         result = run_eval(BackendAnswerer(backend), tiny_world, config, progress=False)
