@@ -13,7 +13,7 @@ PACKAGES = ("vision_common", "llava_demo", "react_explorer", "trainer", "app_she
 # Folders that are not a package's mirror: cross-cutting suites and the shared helpers.
 OTHER_FOLDERS = ("architecture", "browser", "support")
 # Calls that start another process. Servers started in a thread (uvicorn, Gradio) are marked by hand.
-SPAWNING_CALLS = ("subprocess.run", "subprocess.Popen", "subprocess.check_call", "subprocess.check_output")
+SPAWNING_CALLS = {"run", "Popen", "check_call", "check_output"}  # subprocess.<name>
 
 
 def folders_under_tests() -> list[Path]:
@@ -50,10 +50,29 @@ def _module_is_slow(tree: ast.Module) -> bool:
     return False
 
 
-def _spawns(node: ast.AST) -> bool:
-    return any(
-        isinstance(call, ast.Call) and ast.unparse(call.func) in SPAWNING_CALLS for call in ast.walk(node)
+def _is_subprocess_call(call: ast.Call) -> bool:
+    func = call.func
+    return (
+        isinstance(func, ast.Attribute)
+        and isinstance(func.value, ast.Name)
+        and func.value.id == "subprocess"
+        and func.attr in SPAWNING_CALLS
     )
+
+
+def _asks_for_worker_processes(call: ast.Call) -> bool:
+    """``num_workers=N >= 1`` (DataLoader workers) or ``workers=N >= 2`` (process pools) as a literal."""
+    least = {"num_workers": 1, "workers": 2}
+    return any(
+        k.arg in least and isinstance(k.value, ast.Constant) and isinstance(k.value.value, int)
+        and k.value.value >= least[k.arg]
+        for k in call.keywords
+    )  # fmt: skip
+
+
+def _spawns(node: ast.AST) -> bool:
+    calls = [c for c in ast.walk(node) if isinstance(c, ast.Call)]
+    return any(_is_subprocess_call(c) or _asks_for_worker_processes(c) for c in calls)
 
 
 def test_tests_and_fixtures_that_spawn_a_process_are_slow():
@@ -68,7 +87,9 @@ def test_tests_and_fixtures_that_spawn_a_process_are_slow():
         for f in functions:
             if not f.name.startswith("test_") or _marks_slow(f.decorator_list):
                 continue
-            called = {ast.unparse(c.func) for c in ast.walk(f) if isinstance(c, ast.Call)}
+            called = {
+                c.func.id for c in ast.walk(f) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
+            }
             if _spawns(f) or ({a.arg for a in f.args.args} | called) & helpers:
                 unmarked.append(f"{path.relative_to(REPO_ROOT)}::{f.name}")
     assert unmarked == []

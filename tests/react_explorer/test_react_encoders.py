@@ -99,6 +99,7 @@ def test_text_embeddings_are_unit_deterministic_and_batch_invariant(encoder):
         encoder.embed_texts([])
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_image_files_match_in_memory_images_with_and_without_workers(tmp_path, encoder):
     pool = write_toy_pool(tmp_path, count=6)
     paths = sorted((pool.parent / "images").glob("*.png"))

@@ -219,6 +219,7 @@ def test_schedule_and_recall_are_hand_computable() -> None:
     assert by_name["token_embedding.weight"] == (0.1, 0.25) and by_name["ln_final.bias"] == (0.0, 0.25)
 
 
+@pytest.mark.slow  # a DataLoader worker process
 def test_short_training_learns_colours_and_is_deterministic(
     tokenizer_dir: Path, toy_world: Path, tmp_path: Path
 ) -> None:

@@ -41,6 +41,7 @@ def stage1_args(world, out, *extra):
     ]  # fmt: skip
 
 
+@pytest.mark.slow  # two training runs, > 15 s on a loaded CPU
 def test_stage1_then_stage2_from_the_stage1_export(world):
     run1, run2 = world["root"] / "run1", world["root"] / "run2"
     assert main(stage1_args(world, run1)) == 0
@@ -69,6 +70,7 @@ def test_stage1_then_stage2_from_the_stage1_export(world):
     assert not torch.equal(one["language_model.model.norm.weight"], two["language_model.model.norm.weight"])
 
 
+@pytest.mark.slow  # three training runs, > 15 s on a loaded CPU
 def test_resume_continues_with_the_same_data_order(world):
     full, split = world["root"] / "full", world["root"] / "split"
     assert main(stage1_args(world, full)) == 0

@@ -53,6 +53,7 @@ def test_conditions_swap_only_the_pixels(setup: tuple[Path, Path, Path]) -> None
         swapped_items(dataset, "noise")
 
 
+@pytest.mark.slow  # two probe passes, > 15 s on a loaded CPU
 def test_a_model_blind_to_pixels_has_no_gap(setup: tuple[Path, Path, Path], tmp_path: Path) -> None:
     model_dir, data, images = setup
     seeing = measure_image_use(model_dir, data, images, records=6, batch_size=4)

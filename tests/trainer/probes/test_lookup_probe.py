@@ -149,6 +149,7 @@ def test_grid_layout_puts_a_cell_per_patch_before_the_question(tok) -> None:
         LookupProbeConfig(layout="rows")
 
 
+@pytest.mark.slow  # trains a Llama for 160 steps (minutes on a loaded CPU)
 def test_a_tiny_llama_learns_the_one_object_lookup(tok) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 

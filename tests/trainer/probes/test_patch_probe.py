@@ -59,6 +59,7 @@ def test_canvas_tokens_reassemble_tiles_row_major() -> None:
     ]
 
 
+@pytest.mark.slow  # probe fitting, > 15 s on a loaded CPU
 def test_fit_and_score_separable_and_unseen_labels() -> None:
     x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     correct = fit_and_score(x, ["a", "a", "b", "b"], x[[0, 2, 3]], ["a", "b", "c"])
@@ -97,6 +98,7 @@ def test_read_objects_labels_shapes_and_sign_text_and_names_bad_files(tmp_path: 
         read_objects(tmp_path, "train", 10)
 
 
+@pytest.mark.slow  # fits a probe per attribute (> 1 min on a loaded CPU)
 def test_score_attributes_fits_each_attribute_on_the_objects_that_have_it() -> None:
     # Shaped objects: feature 0 says the colour; signs: feature 1 says the first character, the last is noise.
     def shaped(colour: str) -> ProbeObject:

@@ -24,6 +24,7 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow  # workers=2 renders in a process pool
 def test_same_seed_gives_identical_bytes_for_any_worker_count(tiny_world: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     generate_world(again, TINY, seed=0, workers=2)

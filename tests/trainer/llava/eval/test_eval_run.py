@@ -231,10 +231,9 @@ def test_tiny_llava_through_the_local_backend(tiny_world: Path, tiny_llava_dir: 
 def test_default_world_is_generated_once_when_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import trainer.recipes.foundation
-
     target = tmp_path / "cache" / "tiny-seed0"
-    monkeypatch.setattr(trainer.recipes.foundation, "world_cache_dir", lambda preset, seed: target)
+    # trainer.eval imports world_cache_dir by name, so the name in its namespace is the one to replace.
+    monkeypatch.setattr(eval_cli, "world_cache_dir", lambda preset, seed: target)
     monkeypatch.setattr(eval_cli, "DEFAULT_WORLD_PRESET", "tiny")
     assert eval_cli.default_world() == target
     assert "is missing; generating it" in capsys.readouterr().err
