@@ -25,7 +25,7 @@ FRONT_MATTER_SOURCE = PROJECT_ROOT / "docs" / "spaces_README.md"
 PROJECT_README = PROJECT_ROOT / "README.md"
 REQUIREMENTS_HEADER = (
     "# Generated from pyproject.toml [project.dependencies] by `python -m app_shell.space_files`;\n"
-    "# Hugging Face Spaces installs this file (tests/test_app_spaces.py keeps it in sync).\n"
+    "# Hugging Face Spaces installs this file (tests/app_shell/test_app_spaces.py keeps it in sync).\n"
 )
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from browser_support import headless_chromium, require_playwright
+
+from tests.browser.browser_support import headless_chromium, require_playwright
 
 
 @pytest.fixture(scope="module")

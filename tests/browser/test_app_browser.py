@@ -14,11 +14,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from browser_support import ROOT, app_page, require_playwright, running_app
 from PIL import Image
-from tiny_llava import TINY_ANYRES, build_tiny_llava
 
+from tests.browser.browser_support import ROOT, app_page, require_playwright, running_app
+from tests.support.tiny_llava import TINY_ANYRES
 from vision_common.anyres.geometry import num_image_tokens
+
+pytestmark = pytest.mark.slow  # spawns processes or serves HTTP
 
 ARTIFACTS = ROOT / "test-artifacts" / "app"
 STREAM_DELAY_MS = 40  # slow enough to watch the stream and press Stop mid-answer
@@ -28,9 +30,9 @@ expect = sync_api.expect
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
+def app(tmp_path_factory, tiny_llava_endless_dir):
     root = tmp_path_factory.mktemp("browser")
-    model = build_tiny_llava(root / "tiny", suppress_eos=True)
+    model = tiny_llava_endless_dir  # answers run to max_new_tokens
     Image.new("RGB", (100, 50), (200, 30, 30)).save(root / "red.png")
     Image.new("RGB", (32, 32), (30, 30, 200)).save(root / "blue.png")
     (root / "notes.txt").write_text("not an image")

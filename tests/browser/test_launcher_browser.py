@@ -9,8 +9,8 @@ import json
 import re
 
 import pytest
-from browser_support import ROOT, app_page, require_playwright, running_app
 
+from tests.browser.browser_support import ROOT, app_page, require_playwright, running_app
 from trainer.data_engine.cli import main as data_engine_main
 from trainer.launcher.registry import JobRegistry
 from trainer.synthworld.config import WorldConfig

@@ -2,7 +2,7 @@
 subprocess, driven by Playwright through Debian's headless chromium. Enter class names, run, see one gallery per
 class, open a result (its metadata is shown), ask for more like it, export the subset (the parquet exists and has
 the rows the page reported), and bad input (an empty class list) answered in the status line while the app keeps
-serving. The index is a 24-pair toy pool embedded by a random-weight tiny CLIP (tests/test_react_support.py), so
+serving. The index is a 24-pair toy pool embedded by a random-weight tiny CLIP (tests/support/react_support.py), so
 a template file holding only ``{}`` makes each query equal to a caption, and the top results are those rows.
 Screenshots go to test-artifacts/react/.
 """
@@ -15,10 +15,12 @@ import re
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from browser_support import ROOT, app_page, require_playwright, running_app
-from test_react_support import save_random_tiny_clip, toy_caption, write_toy_pool
 
 from react_explorer.cli.build_index import main as build_main
+from tests.browser.browser_support import ROOT, app_page, require_playwright, running_app
+from tests.support.react_support import save_random_tiny_clip, toy_caption, write_toy_pool
+
+pytestmark = pytest.mark.slow  # spawns processes or serves HTTP
 
 ARTIFACTS = ROOT / "test-artifacts" / "react"
 EXPORTS = ROOT / "runs" / "react" / "exports"  # the tab's confined export folder

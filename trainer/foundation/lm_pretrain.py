@@ -222,7 +222,7 @@ def encode_stream(tokenizer: PreTrainedTokenizerBase, texts: list[str], *, chunk
 
     Goes straight to the Rust tokenizer's ``encode_batch_fast`` (no offsets, ~2x faster than the
     transformers wrapper on 100k documents) in chunks, so the Encoding objects of the whole corpus are never
-    alive at once; only the ids are kept. ``tests/test_tiny_lm.py`` pins it to ``tokenizer(text)``.
+    alive at once; only the ids are kept. ``tests/trainer/foundation/test_tiny_lm.py`` pins it to ``tokenizer(text)``.
     """
     backend = tokenizer.backend_tokenizer
     stream: list[int] = []

@@ -1,0 +1,1 @@
+"""Shared test helpers (tiny checkpoints, fixtures on disk, fake servers); imported as ``tests.support.*``."""
