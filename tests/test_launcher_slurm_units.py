@@ -1,0 +1,79 @@
+"""The ``slurm`` executor's pure parts, without a cluster: reading Slurm's state and exit codes, the sbatch
+resources each job type asks for and the overrides from the app's flags, and the executor being offered only
+where ``sbatch`` is on PATH."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+from test_launcher_core import FAKE
+
+from trainer.launcher.job_types import JOB_TYPES
+from trainer.launcher.manager import JobManager
+from trainer.launcher.settings import add_launcher_arguments, launcher_settings_from_args
+from trainer.launcher.slurm_config import JOB_RESOURCES, SlurmResources, SlurmSettings
+from trainer.launcher.slurm_executor import slurm_available
+from trainer.launcher.slurm_state import SlurmJobState, base_state, parse_exit_code, parse_sacct, parse_scontrol
+
+SCONTROL_LINES = (
+    "JobId=41 JobName=sv-fake UserId=root(0) JobState=RUNNING Reason=None ExitCode=0:0 RunTime=00:00:03\n"
+    "JobId=42 JobName=sv-fake UserId=root(0) JobState=CANCELLED Reason=None Dependency=(null) ExitCode=0:15\n"
+)
+
+
+def test_scontrol_and_sacct_output_give_the_state_and_exit_code():
+    assert parse_scontrol(SCONTROL_LINES, "41") == SlurmJobState("RUNNING", 0)
+    assert parse_scontrol(SCONTROL_LINES, "42") == SlurmJobState("CANCELLED", -15)
+    assert parse_scontrol(SCONTROL_LINES, "4") is None  # a prefix of another id is not that job
+    assert not parse_scontrol(SCONTROL_LINES, "41").ended and parse_scontrol(SCONTROL_LINES, "42").ended
+    sacct = "7|COMPLETED|0:0\n8|CANCELLED by 0|0:15\n9|FAILED|3:0\n"
+    assert parse_sacct(sacct, "8") == SlurmJobState("CANCELLED", -15)
+    assert parse_sacct(sacct, "9") == SlurmJobState("FAILED", 3)
+    assert parse_sacct(sacct, "10") is None
+    assert base_state("RUNNING+") == "RUNNING" and base_state("timeout") == "TIMEOUT"
+    assert parse_exit_code("143:0") == 143 and parse_exit_code("0:9") == -9 and parse_exit_code("n/a") is None
+    assert SlurmJobState("TIMEOUT", 0).ended and not SlurmJobState("COMPLETING", 0).ended
+
+
+def test_each_job_type_asks_for_its_resources_and_the_flags_override_them():
+    assert set(JOB_RESOURCES) == set(JOB_TYPES)  # every registered type has its sbatch resources
+    default = SlurmSettings()
+    stage2 = default.sbatch_parameters("llava-stage2")
+    assert stage2 == {"nodes": 1, "ntasks_per_node": 1, "cpus_per_task": 8, "time": 24 * 60,
+                      "job_name": "sv-llava-stage2", "stderr_to_stdout": True, "gpus_per_node": 1}  # fmt: skip
+    assert "gpus_per_node" not in default.sbatch_parameters("data-engine")
+    cpu_only = SlurmSettings(partition="debug", gpus_per_node=0, time_min=30)
+    params = cpu_only.sbatch_parameters("llava-stage2")
+    assert "gpus_per_node" not in params and params["time"] == 30 and params["partition"] == "debug"
+    assert cpu_only.resources_for("an-unlisted-type") == SlurmResources(time_min=30)
+    with pytest.raises(ValueError, match="gpus_per_node must be >= 0"):
+        SlurmSettings(gpus_per_node=-1)
+    with pytest.raises(ValueError, match="cpus_per_task must be >= 1"):
+        SlurmResources(cpus_per_task=0)
+
+
+def test_the_apps_flags_reach_the_slurm_settings():
+    parser = argparse.ArgumentParser()
+    add_launcher_arguments(parser)
+    args = parser.parse_args(["--slurm-partition", "gpu", "--slurm-gpus-per-node", "0", "--slurm-time-min", "90"])
+    settings = launcher_settings_from_args(args, loopback_only=True)
+    assert settings.slurm == SlurmSettings(partition="gpu", gpus_per_node=0, time_min=90)
+
+
+def test_the_slurm_executor_is_offered_only_where_sbatch_is_on_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    assert slurm_available() == "sbatch is not on PATH"
+    mgr = JobManager(tmp_path / "ws", job_types={"fake": FAKE})
+    assert list(mgr.executors) == ["local"]
+    with pytest.raises(ValueError, match="executor 'slurm' is not available here: sbatch is not on PATH"):
+        mgr.start("fake", {}, executor="slurm")
+    with pytest.raises(ValueError, match="unknown executor 'ray'"):
+        mgr.start("fake", {}, executor="ray")
+
+    fake_sbatch = Path(tmp_path / "sbatch")
+    fake_sbatch.write_text("#!/bin/sh\nexit 1\n")
+    fake_sbatch.chmod(0o755)
+    assert slurm_available() is None  # submitit is a dev dependency, so only sbatch decided
+    assert list(JobManager(tmp_path / "ws2", job_types={"fake": FAKE}).executors) == ["local", "slurm"]
