@@ -119,8 +119,7 @@ def test_an_app_restarted_while_the_slurm_job_runs_reattaches_to_it(tmp_path):
     first = manager(tmp_path)
     job = first.start("fake", {"steps": 15, "sleep": 0.3}, executor="slurm")
     assert wait_until(lambda: first.tick() and len(steps(first, job.id)) >= 1, 120, 0.2)
-    del first  # the app goes away; Slurm keeps the job
-    second = manager(tmp_path)
+    second = manager(tmp_path)  # a new app on the same workspace; the first one is never asked again
     assert second.reattach() and second.registry.get(job.id).state == "running"
     run_until(second, job.id, ("succeeded",))
     assert steps(second, job.id) == list(range(1, 16))
@@ -134,3 +133,23 @@ def test_a_job_sbatch_refuses_fails_with_sbatchs_reason(tmp_path):
     assert failed.state == "failed" and failed.cluster_id is None
     assert "sbatch refused the job" in failed.error and "partition" in failed.error.lower()
 
+
+def test_a_job_scancelled_outside_the_launcher_fails_like_a_killed_local_job(tmp_path):
+    mgr = manager(tmp_path)
+    job = mgr.start("fake", {"steps": 400, "sleep": 0.1}, executor="slurm")
+    assert wait_until(lambda: mgr.tick() and len(steps(mgr, job.id)) >= 2, 120, 0.2), mgr.log_tail(job)
+    subprocess.run(["scancel", mgr.registry.get(job.id).cluster_id], check=True, timeout=30)
+    run_until(mgr, job.id, ("failed",), timeout=60)
+    failed = mgr.registry.get(job.id)
+    assert failed.exit_code == 143 and "Slurm state CANCELLED" in failed.error  # nobody asked the launcher
+
+
+def test_a_job_that_reaches_its_time_limit_checkpoints_and_fails_resumably(tmp_path):
+    mgr = manager(tmp_path, SlurmSettings(time_min=1))  # SIGTERM 10 s before the minute is up
+    job = mgr.start("fake", {"steps": 3000, "sleep": 0.1}, executor="slurm")
+    run_until(mgr, job.id, ("failed",), timeout=240)
+    failed = mgr.registry.get(job.id)
+    assert failed.exit_code == 143 and "Slurm state" in failed.error  # FAILED after the signal, or TIMEOUT
+    step = json.loads((mgr.run_dir(failed) / "checkpoint.json").read_text())["step"]
+    assert f"stopping at step {step} with a checkpoint" in mgr.log_tail(failed)
+    assert mgr.resume(job.id).resume

@@ -15,7 +15,13 @@ from trainer.launcher.manager import JobManager
 from trainer.launcher.settings import add_launcher_arguments, launcher_settings_from_args
 from trainer.launcher.slurm_config import JOB_RESOURCES, SlurmResources, SlurmSettings
 from trainer.launcher.slurm_executor import slurm_available
-from trainer.launcher.slurm_state import SlurmJobState, base_state, parse_exit_code, parse_sacct, parse_scontrol
+from trainer.launcher.slurm_state import (
+    SlurmJobState,
+    base_state,
+    parse_exit_code,
+    parse_sacct,
+    parse_scontrol,
+)
 
 SCONTROL_LINES = (
     "JobId=41 JobName=sv-fake UserId=root(0) JobState=RUNNING Reason=None ExitCode=0:0 RunTime=00:00:03\n"
@@ -42,11 +48,16 @@ def test_each_job_type_asks_for_its_resources_and_the_flags_override_them():
     default = SlurmSettings()
     stage2 = default.sbatch_parameters("llava-stage2")
     assert stage2 == {"nodes": 1, "ntasks_per_node": 1, "cpus_per_task": 8, "time": 24 * 60,
-                      "job_name": "sv-llava-stage2", "stderr_to_stdout": True, "gpus_per_node": 1}  # fmt: skip
+                      "job_name": "sv-llava-stage2", "stderr_to_stdout": True, "gpus_per_node": 1,
+                      "additional_parameters": {"signal": "TERM@90"}}  # fmt: skip
     assert "gpus_per_node" not in default.sbatch_parameters("data-engine")
     cpu_only = SlurmSettings(partition="debug", gpus_per_node=0, time_min=30)
     params = cpu_only.sbatch_parameters("llava-stage2")
     assert "gpus_per_node" not in params and params["time"] == 30 and params["partition"] == "debug"
+    assert params["additional_parameters"] == {"signal": "TERM@90"}  # 90 s before the end of 30 min
+    assert SlurmSettings(time_min=2).sbatch_parameters("fake")["additional_parameters"] == {
+        "signal": "TERM@20"
+    }
     assert cpu_only.resources_for("an-unlisted-type") == SlurmResources(time_min=30)
     with pytest.raises(ValueError, match="gpus_per_node must be >= 0"):
         SlurmSettings(gpus_per_node=-1)
@@ -57,7 +68,9 @@ def test_each_job_type_asks_for_its_resources_and_the_flags_override_them():
 def test_the_apps_flags_reach_the_slurm_settings():
     parser = argparse.ArgumentParser()
     add_launcher_arguments(parser)
-    args = parser.parse_args(["--slurm-partition", "gpu", "--slurm-gpus-per-node", "0", "--slurm-time-min", "90"])
+    args = parser.parse_args(
+        ["--slurm-partition", "gpu", "--slurm-gpus-per-node", "0", "--slurm-time-min", "90"]
+    )
     settings = launcher_settings_from_args(args, loopback_only=True)
     assert settings.slurm == SlurmSettings(partition="gpu", gpus_per_node=0, time_min=90)
 

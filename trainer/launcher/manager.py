@@ -134,7 +134,10 @@ class JobManager:
             if status is None or status.exit_code is None:
                 tail, why = self.log_tail(job), f" ({status.reason})" if status and status.reason else ""
                 self._end(
-                    job, "interrupted", None, f"the job stopped while no app watched it{why}; log tail:\n{tail}"
+                    job,
+                    "interrupted",
+                    None,
+                    f"the job stopped while no app watched it{why}; log tail:\n{tail}",
                 )
             else:
                 self._finalise(job, status)

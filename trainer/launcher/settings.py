@@ -56,12 +56,23 @@ def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--launcher-concurrency", type=int, default=1, help="training jobs running at once (default 1)"
     )
-    group.add_argument("--slurm-partition", default=os.environ.get("APP_SLURM_PARTITION", ""),
-                       help="Slurm partition of slurm-executor jobs (default: the cluster's) [APP_SLURM_PARTITION]")
-    group.add_argument("--slurm-gpus-per-node", type=int, default=None,
-                       help="GPUs per node for every slurm job, overriding each job type's (0 on a CPU-only cluster)")
-    group.add_argument("--slurm-time-min", type=int, default=None,
-                       help="time limit (minutes) for every slurm job, overriding each job type's")  # fmt: skip
+    group.add_argument(
+        "--slurm-partition",
+        default=os.environ.get("APP_SLURM_PARTITION", ""),
+        help="Slurm partition of slurm-executor jobs (default: the cluster's) [APP_SLURM_PARTITION]",
+    )
+    group.add_argument(
+        "--slurm-gpus-per-node",
+        type=int,
+        default=None,
+        help="GPUs per node for every slurm job, overriding each job type's (0 on a CPU-only cluster)",
+    )
+    group.add_argument(
+        "--slurm-time-min",
+        type=int,
+        default=None,
+        help="time limit (minutes) for every slurm job, overriding each job type's",
+    )
 
 
 def launcher_settings_from_args(args: argparse.Namespace, *, loopback_only: bool) -> LauncherSettings:

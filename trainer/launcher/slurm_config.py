@@ -38,6 +38,10 @@ JOB_RESOURCES: dict[str, SlurmResources] = {
     "recipe-llava": SlurmResources(gpus_per_node=1, cpus_per_task=8, time_min=8 * 60),
 }
 DEFAULT_RESOURCES = SlurmResources()
+# Slurm sends SIGTERM this long before the time limit, the same signal as a cancel, so a job that runs out of
+# time checkpoints too (submitit's default, SIGUSR2, would kill the trainer outright); a sixth of the limit when
+# the limit is short, so a short job is not told to stop as soon as it starts.
+TIME_LIMIT_SIGNAL_S = 90
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class SlurmSettings:
         parameters: dict[str, object] = {
             "nodes": r.nodes, "ntasks_per_node": 1, "cpus_per_task": r.cpus_per_task, "time": r.time_min,
             "job_name": f"sv-{job_type}", "stderr_to_stdout": True,
+            "additional_parameters": {"signal": f"TERM@{min(TIME_LIMIT_SIGNAL_S, r.time_min * 60 // 6)}"},
         }  # fmt: skip
         if r.gpus_per_node:
             parameters["gpus_per_node"] = r.gpus_per_node

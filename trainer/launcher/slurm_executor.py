@@ -28,9 +28,6 @@ from trainer.launcher.slurm_state import SlurmUnavailableError, query_job
 from vision_common.paths import PROJECT_ROOT
 
 SLURM_FOLDER = "slurm"
-# Slurm sends this signal this many seconds before the time limit: the same SIGTERM as a cancel, so a job that
-# runs out of time checkpoints too (submitit's default, SIGUSR2, would kill the trainer outright).
-TIME_LIMIT_SIGNAL = "TERM@90"
 SCANCEL_TIMEOUT_S = 30.0
 
 
@@ -74,9 +71,7 @@ class SlurmExecutor:
         wrapped = [sys.executable, "-m", "trainer.launcher.job_process", "--exit-file", str(exit_file),
                    "--log", str(log_path), "--", *argv]  # fmt: skip
         executor = submitit.SlurmExecutor(folder=out_dir / SLURM_FOLDER)
-        executor.update_parameters(
-            **self.settings.sbatch_parameters(job_type), additional_parameters={"signal": TIME_LIMIT_SIGNAL}
-        )
+        executor.update_parameters(**self.settings.sbatch_parameters(job_type))
         command = submitit.helpers.CommandFunction(wrapped, cwd=PROJECT_ROOT, verbose=True)
         try:
             job = executor.submit(command)
@@ -123,6 +118,8 @@ class SlurmExecutor:
 
 def _scancel(job_id: str, *flags: str) -> None:
     try:
-        subprocess.run(["scancel", *flags, job_id], capture_output=True, timeout=SCANCEL_TIMEOUT_S, check=False)
+        subprocess.run(
+            ["scancel", *flags, job_id], capture_output=True, timeout=SCANCEL_TIMEOUT_S, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         pass  # the next tick sees the job still running; Cancel can be pressed again

@@ -78,7 +78,9 @@ def query_job(job_id: str) -> SlurmJobState | None:
         if state is not None:
             return state
     elif "invalid job id" not in err.lower():
-        raise SlurmUnavailableError(f"scontrol show job {job_id} failed: {err.strip() or f'exit code {code}'}")
+        raise SlurmUnavailableError(
+            f"scontrol show job {job_id} failed: {err.strip() or f'exit code {code}'}"
+        )
     code, out, _ = _run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode", "-j", job_id])
     return parse_sacct(out, job_id) if code == 0 else None
 

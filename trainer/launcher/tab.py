@@ -159,7 +159,10 @@ def launcher_tab(settings: LauncherSettings) -> AppTab:
             title="Training launcher", tab_id="launcher", build=lambda: gr.Markdown(settings.disabled_reason)
         )
     manager = JobManager(
-        settings.workspace, concurrency=settings.concurrency, max_queued=settings.max_queued, slurm=settings.slurm
+        settings.workspace,
+        concurrency=settings.concurrency,
+        max_queued=settings.max_queued,
+        slurm=settings.slurm,
     )
     scheduler = JobScheduler(manager)
     actions = LauncherActions(manager, settings)
