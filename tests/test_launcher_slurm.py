@@ -15,9 +15,11 @@ from test_launcher_core import FAKE
 
 from trainer.launcher.local_executor import wait_until
 from trainer.launcher.manager import JobManager
+from trainer.launcher.settings import LauncherSettings
 from trainer.launcher.slurm_config import SlurmSettings
 from trainer.launcher.slurm_executor import SLURM_FOLDER, slurm_available
 from trainer.launcher.slurm_state import query_job
+from trainer.launcher.tab import LauncherActions
 
 
 def _slurm_missing() -> str | None:
@@ -153,3 +155,19 @@ def test_a_job_that_reaches_its_time_limit_checkpoints_and_fails_resumably(tmp_p
     step = json.loads((mgr.run_dir(failed) / "checkpoint.json").read_text())["step"]
     assert f"stopping at step {step} with a checkpoint" in mgr.log_tail(failed)
     assert mgr.resume(job.id).resume
+
+
+def test_the_tabs_data_and_api_show_a_slurm_job_and_its_curve(tmp_path):
+    """What the page's timer and ``/launcher_jobs`` read while Slurm runs the job started with executor slurm."""
+    mgr = manager(tmp_path)
+    actions = LauncherActions(mgr, LauncherSettings(workspace=mgr.workspace))
+    job_id = actions.start("fake", '{"steps": 10, "sleep": 0.4}', "slurm")
+    assert wait_until(lambda: mgr.tick() and (actions.jobs()[0]["step"] or 0) >= 2, 120, 0.2)
+    (row,) = actions.jobs()
+    assert row["executor"] == "slurm" and row["cluster_id"] == mgr.registry.get(job_id).cluster_id
+    assert row["state"] == "running" and row["loss"] == 1.0 / row["step"]
+    _, _, loss, lr, _, details = actions.refresh(job_id)
+    assert len(loss) >= 2 and list(loss.value[:2]) == [1.0, 0.5] and set(lr.value) == {0.1}
+    assert f"slurm (Slurm job {row['cluster_id']})" in details
+    run_until(mgr, job_id, ("succeeded",))
+    assert actions.jobs()[0]["step"] == 10

@@ -84,8 +84,11 @@ def launcher_settings_from_args(args: argparse.Namespace, *, loopback_only: bool
             disabled_reason="The training launcher is off: the app listens beyond this machine and no launcher "
             "token is configured (set --launcher-token or APP_LAUNCHER_TOKEN, or bind to 127.0.0.1).",
         )
+    # A namespace built without the Slurm flags (a caller with its own parser) means the cluster's defaults.
     slurm = SlurmSettings(
-        partition=args.slurm_partition, gpus_per_node=args.slurm_gpus_per_node, time_min=args.slurm_time_min
+        partition=getattr(args, "slurm_partition", ""),
+        gpus_per_node=getattr(args, "slurm_gpus_per_node", None),
+        time_min=getattr(args, "slurm_time_min", None),
     )
     return LauncherSettings(
         workspace=args.workspace, token=token, concurrency=args.launcher_concurrency, slurm=slurm
