@@ -51,6 +51,8 @@ JobCompLoc=$STATE_DIR/log/jobcomp.txt
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
+# A job asking for more than the node has is refused by sbatch (with the reason) instead of pending forever.
+EnforcePartLimits=ALL
 # Finished jobs stay in scontrol's view for an hour (the launcher reads their state and exit code there).
 MinJobAge=3600
 # Between the SIGTERM and the SIGKILL of a cancelled or timed-out job: time for the trainer to checkpoint.

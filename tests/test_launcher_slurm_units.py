@@ -59,6 +59,7 @@ def test_each_job_type_asks_for_its_resources_and_the_flags_override_them():
         "signal": "TERM@20"
     }
     assert cpu_only.resources_for("an-unlisted-type") == SlurmResources(time_min=30)
+    assert SlurmSettings(cpus_per_task=2).resources_for("llava-stage2").cpus_per_task == 2
     with pytest.raises(ValueError, match="gpus_per_node must be >= 0"):
         SlurmSettings(gpus_per_node=-1)
     with pytest.raises(ValueError, match="cpus_per_task must be >= 1"):
@@ -69,10 +70,19 @@ def test_the_apps_flags_reach_the_slurm_settings():
     parser = argparse.ArgumentParser()
     add_launcher_arguments(parser)
     args = parser.parse_args(
-        ["--slurm-partition", "gpu", "--slurm-gpus-per-node", "0", "--slurm-time-min", "90"]
+        [
+            "--slurm-partition",
+            "gpu",
+            "--slurm-gpus-per-node",
+            "0",
+            "--slurm-time-min",
+            "90",
+            "--slurm-cpus-per-task",
+            "2",
+        ]
     )
     settings = launcher_settings_from_args(args, loopback_only=True)
-    assert settings.slurm == SlurmSettings(partition="gpu", gpus_per_node=0, time_min=90)
+    assert settings.slurm == SlurmSettings(partition="gpu", gpus_per_node=0, time_min=90, cpus_per_task=2)
 
 
 def test_the_slurm_executor_is_offered_only_where_sbatch_is_on_path(tmp_path, monkeypatch):

@@ -73,6 +73,12 @@ def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="time limit (minutes) for every slurm job, overriding each job type's",
     )
+    group.add_argument(
+        "--slurm-cpus-per-task",
+        type=int,
+        default=None,
+        help="CPUs for every slurm job, overriding each job type's (nodes with fewer cores)",
+    )
 
 
 def launcher_settings_from_args(args: argparse.Namespace, *, loopback_only: bool) -> LauncherSettings:
@@ -89,6 +95,7 @@ def launcher_settings_from_args(args: argparse.Namespace, *, loopback_only: bool
         partition=getattr(args, "slurm_partition", ""),
         gpus_per_node=getattr(args, "slurm_gpus_per_node", None),
         time_min=getattr(args, "slurm_time_min", None),
+        cpus_per_task=getattr(args, "slurm_cpus_per_task", None),
     )
     return LauncherSettings(
         workspace=args.workspace, token=token, concurrency=args.launcher_concurrency, slurm=slurm

@@ -52,12 +52,16 @@ class SlurmSettings:
     """Overrides every job type's GPU request (0 on a CPU-only cluster); None: each type's own."""
     time_min: int | None = None
     """Overrides every job type's time limit (minutes); None: each type's own."""
+    cpus_per_task: int | None = None
+    """Overrides every job type's CPU request (nodes with fewer cores than a type asks for); None: each type's."""
 
     def __post_init__(self) -> None:
         if self.gpus_per_node is not None and self.gpus_per_node < 0:
             raise ValueError(f"slurm gpus_per_node must be >= 0, got {self.gpus_per_node}")
         if self.time_min is not None and self.time_min < 1:
             raise ValueError(f"slurm time_min must be >= 1, got {self.time_min}")
+        if self.cpus_per_task is not None and self.cpus_per_task < 1:
+            raise ValueError(f"slurm cpus_per_task must be >= 1, got {self.cpus_per_task}")
 
     def resources_for(self, job_type: str) -> SlurmResources:
         resources = JOB_RESOURCES.get(job_type, DEFAULT_RESOURCES)
@@ -65,6 +69,8 @@ class SlurmSettings:
             resources = replace(resources, gpus_per_node=self.gpus_per_node)
         if self.time_min is not None:
             resources = replace(resources, time_min=self.time_min)
+        if self.cpus_per_task is not None:
+            resources = replace(resources, cpus_per_task=self.cpus_per_task)
         return resources
 
     def sbatch_parameters(self, job_type: str) -> dict[str, object]:
