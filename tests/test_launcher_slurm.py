@@ -168,6 +168,30 @@ def test_the_tabs_data_and_api_show_a_slurm_job_and_its_curve(tmp_path):
     assert row["state"] == "running" and row["loss"] == 1.0 / row["step"]
     _, _, loss, lr, _, details = actions.refresh(job_id)
     assert len(loss) >= 2 and list(loss.value[:2]) == [1.0, 0.5] and set(lr.value) == {0.1}
-    assert f"slurm (Slurm job {row['cluster_id']})" in details
+    assert row["cluster_state"] == f"Slurm job {row['cluster_id']}: RUNNING"
+    assert f"slurm (Slurm job {row['cluster_id']}: RUNNING)" in details
     run_until(mgr, job_id, ("succeeded",))
-    assert actions.jobs()[0]["step"] == 10
+    assert actions.jobs()[0]["step"] == 10 and actions.jobs()[0]["cluster_state"] is None
+
+
+def test_a_job_slurm_holds_pending_says_why_and_cancels_at_once(tmp_path):
+    cpus = int(
+        subprocess.run(
+            ["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, timeout=20
+        ).stdout.split()[0]
+    )
+    mgr = JobManager(tmp_path / "ws", job_types={"fake": FAKE}, grace_s=5.0, concurrency=2,
+                     slurm=SlurmSettings(cpus_per_task=cpus))  # fmt: skip
+    first = mgr.start("fake", {"steps": 400, "sleep": 0.1}, executor="slurm")
+    second = mgr.start("fake", {"steps": 1}, executor="slurm")
+    assert wait_until(lambda: mgr.tick() and len(steps(mgr, first.id)) >= 1, 120, 0.2)
+    waiting = mgr.registry.get(second.id)
+    assert waiting.state == "running" and waiting.cluster_id  # submitted; Slurm holds it: the node is full
+    assert mgr.cluster_status(waiting) == f"Slurm job {waiting.cluster_id}: PENDING (Resources)"
+    mgr.cancel(second.id)
+    run_until(mgr, second.id, ("cancelled",), timeout=30)
+    assert mgr.registry.get(second.id).exit_code is None and not mgr.run_dir(waiting).exists()  # it never ran
+    assert query_job(waiting.cluster_id).state == "CANCELLED"
+    mgr.cancel(first.id)
+    run_until(mgr, first.id, ("cancelled",), timeout=60)
+    assert mgr.cluster_status(mgr.registry.get(first.id)) is None  # ended: nothing more to ask Slurm

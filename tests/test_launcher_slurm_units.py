@@ -41,6 +41,9 @@ def test_scontrol_and_sacct_output_give_the_state_and_exit_code():
     assert base_state("RUNNING+") == "RUNNING" and base_state("timeout") == "TIMEOUT"
     assert parse_exit_code("143:0") == 143 and parse_exit_code("0:9") == -9 and parse_exit_code("n/a") is None
     assert SlurmJobState("TIMEOUT", 0).ended and not SlurmJobState("COMPLETING", 0).ended
+    pending = "JobId=43 JobName=sv-fake JobState=PENDING Reason=Resources Dependency=(null) ExitCode=0:0"
+    assert parse_scontrol(pending, "43").describe() == "PENDING (Resources)"
+    assert parse_scontrol(SCONTROL_LINES, "41").describe() == "RUNNING"  # Reason=None is no reason
 
 
 def test_each_job_type_asks_for_its_resources_and_the_flags_override_them():

@@ -163,6 +163,17 @@ class JobManager:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def cluster_status(self, job: JobRecord) -> str | None:
+        """What the cluster says about a running cluster job (``Slurm job 12: PENDING (Resources)``), else None."""
+        handle = self._handle(job)
+        if (
+            job.state != "running"
+            or not isinstance(handle, SlurmHandle)
+            or job.executor not in self.executors
+        ):
+            return None
+        return self.executors[job.executor].describe(handle)  # type: ignore[union-attr]  # only Slurm's have it
+
     def metrics(self, job: JobRecord) -> list[dict[str, Any]]:
         """The records of the run's ``metrics.jsonl`` (a line cut off mid-write is skipped)."""
         path = self.run_dir(job) / "metrics.jsonl"

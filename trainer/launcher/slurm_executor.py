@@ -99,6 +99,14 @@ class SlurmExecutor:
             code = None  # cancelled before the command could say how it ended (queued, or killed)
         return ExitStatus(code, None if state.state == "COMPLETED" else f"Slurm state {state.state}")
 
+    def describe(self, handle: SlurmHandle) -> str | None:
+        """Slurm's view of a job the launcher calls ``running``: ``Slurm job 12: PENDING (Resources)``."""
+        try:
+            state = query_job(handle.job_id)
+        except SlurmUnavailableError as exc:
+            return f"Slurm job {handle.job_id}: the controller does not answer ({exc})"
+        return None if state is None else f"Slurm job {handle.job_id}: {state.describe()}"
+
     def cancel(self, handle: SlurmHandle) -> None:
         """SIGTERM to the running job's processes now, ``scancel`` after the grace period; a queued job at once."""
         try:

@@ -23,10 +23,16 @@ class SlurmJobState:
     """Slurm's base state (``RUNNING``, ``COMPLETED``, ``CANCELLED`` ...), without ``by <uid>`` or flags."""
     exit_code: int | None
     """The batch script's exit code; ``-signal`` when a signal ended it; None when Slurm does not say."""
+    reason: str | None = None
+    """Why a job waits or ended (``Resources``, ``Priority``, ``NonZeroExitCode``); None when Slurm gives none."""
 
     @property
     def ended(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    def describe(self) -> str:
+        """``PENDING (Resources)``, ``RUNNING``: what the tab shows next to a job Slurm holds."""
+        return f"{self.state} ({self.reason})" if self.reason else self.state
 
 
 def base_state(text: str) -> str:
@@ -49,7 +55,12 @@ def parse_scontrol(text: str, job_id: str) -> SlurmJobState | None:
     for line in text.splitlines():
         fields = dict(token.split("=", 1) for token in line.split() if "=" in token)
         if fields.get("JobId") == job_id and "JobState" in fields:
-            return SlurmJobState(base_state(fields["JobState"]), parse_exit_code(fields.get("ExitCode", "")))
+            reason = fields.get("Reason")
+            return SlurmJobState(
+                base_state(fields["JobState"]),
+                parse_exit_code(fields.get("ExitCode", "")),
+                None if reason in (None, "None", "(null)") else reason,
+            )
     return None
 
 

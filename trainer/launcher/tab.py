@@ -93,7 +93,11 @@ class LauncherActions:
 
     def jobs(self) -> list[dict[str, Any]]:
         return [
-            job_json(job, progress(job, self.manager.metrics(job))) for job in self.manager.registry.jobs()
+            {
+                **job_json(job, progress(job, self.manager.metrics(job))),
+                "cluster_state": self.manager.cluster_status(job),
+            }
+            for job in self.manager.registry.jobs()
         ]
 
     def _act(self, action: str, job_id: str, token: str | None) -> str:
@@ -136,7 +140,7 @@ class LauncherActions:
         loss, lr = points[points.series == "loss"], points[points.series == "lr"]
         details = f"**{job.id}** · {job.type} · **{job.state}** · {job.executor}"
         if job.cluster_id:
-            details += f" (Slurm job {job.cluster_id})"
+            details += f" ({self.manager.cluster_status(job) or f'Slurm job {job.cluster_id}'})"
         if job.exit_code is not None:
             details += f" · exit code {job.exit_code}"
         if job.state == "succeeded":
