@@ -103,3 +103,21 @@ def test_the_slurm_executor_is_offered_only_where_sbatch_is_on_path(tmp_path, mo
     fake_sbatch.chmod(0o755)
     assert slurm_available() is None  # submitit is a dev dependency, so only sbatch decided
     assert list(JobManager(tmp_path / "ws2", job_types={"fake": FAKE}).executors) == ["local", "slurm"]
+
+
+def test_an_app_without_sbatch_leaves_a_running_slurm_job_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # this app cannot reach Slurm; another app on the workspace can
+    mgr = JobManager(tmp_path / "ws", job_types={"fake": FAKE})
+    slurm_job = mgr.registry.create("fake", {"steps": 3, "sleep": 0.0, "fail": False}, "slurm")
+    mgr.registry.transition(slurm_job.id, "running", expect="queued")
+    mgr.registry.set_cluster_id(slurm_job.id, "12345")
+    local_job = mgr.start("fake", {"steps": 1, "sleep": 0.0})
+    mgr.reattach()
+    mgr.tick()  # starts the local job and does not stumble over the Slurm one
+    assert mgr.registry.get(slurm_job.id).state == "running"
+    assert mgr.registry.get(local_job.id).pid is not None
+    with pytest.raises(
+        ValueError, match="runs on 'slurm', which is not available here: sbatch is not on PATH"
+    ):
+        mgr.cancel(slurm_job.id)
+    assert not mgr.registry.get(slurm_job.id).cancel_requested

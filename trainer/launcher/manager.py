@@ -78,6 +78,8 @@ class JobManager:
         job = self.registry.get(job_id)
         if job.state == "queued":
             return self.registry.transition(job_id, "cancelled", expect="queued", ended=time.time())
+        if job.state == "running":
+            self._executor(job)  # an executor this app cannot reach says so before the request is recorded
         job = self.registry.request_cancel(job_id)
         handle = self._handle(job)
         if handle is not None:
@@ -110,14 +112,18 @@ class JobManager:
             handle = self._handle(job)
             if handle is None:
                 continue  # claimed a moment ago by a tick that is starting its process
+            if job.executor not in self.executors:
+                continue  # a Slurm job seen from an app without sbatch: an app that has it watches it
             status = self._executor(job).poll(handle, self.job_dir(job))  # type: ignore[arg-type]
             if status is not None:
                 self._finalise(job, status)
-        running = len(self.registry.jobs(("running",)))
+        # The concurrency limit is this machine's: jobs for a cluster go to its own queue at once (Slurm
+        # schedules them), and do not hold back local ones.
+        running = sum(1 for job in self.registry.jobs(("running",)) if job.executor == "local")
         for job in self.registry.jobs(("queued",)):
-            if running >= self.concurrency:
-                break
-            if self._launch(job):
+            if job.executor == "local" and running >= self.concurrency:
+                continue
+            if self._launch(job) and job.executor == "local":
                 running += 1
         return self.registry.jobs()
 
