@@ -4,7 +4,8 @@ The launcher starts every local job through this wrapper, in a new session (its 
 ignores SIGTERM itself (the executor signals the whole group, and the job checkpoints and exits on it), waits for
 the command, and writes ``{"exit_code": N}`` to the exit file atomically. The exit file outlives the app: an app
 that restarts while a job runs, or after it ended, still learns its exit code. A SIGKILL of the whole group
-leaves no exit file, which the executor reports as killed.
+leaves no exit file, which the executor reports as killed. The ``slurm`` executor runs the same wrapper inside
+the Slurm job, with ``--log`` so the command's output lands in the job's log rather than in submitit's.
 """
 
 from __future__ import annotations
