@@ -35,6 +35,8 @@ class ProcessHandle:
 class ExitStatus:
     exit_code: int | None
     """The command's exit code; negative for a signal; None when the group was killed before it could say."""
+    reason: str | None = None
+    """How the executor saw the ending when it says more than the code (``Slurm state TIMEOUT``)."""
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -68,8 +70,8 @@ class LocalExecutor:
         self._children: dict[int, subprocess.Popen] = {}  # jobs this process started: reaped by poll
         self._lock = threading.Lock()
 
-    def submit(self, out_dir: Path, log_path: Path, argv: list[str]) -> ProcessHandle:
-        """Start ``argv`` in a new session with its output appended to ``log_path``."""
+    def submit(self, out_dir: Path, log_path: Path, argv: list[str], *, job_type: str = "") -> ProcessHandle:
+        """Start ``argv`` in a new session with its output appended to ``log_path`` (every type alike)."""
         exit_file = out_dir / EXIT_FILE
         exit_file.unlink(missing_ok=True)  # a resumed job's previous ending is not this run's
         wrapper = [

@@ -20,6 +20,8 @@ from typing import Any
 from trainer.launcher.job_types import JOB_TYPES, JobParamsError, JobType
 from trainer.launcher.local_executor import ExitStatus, LocalExecutor, ProcessHandle
 from trainer.launcher.registry import InvalidTransitionError, JobRecord, JobRegistry
+from trainer.launcher.slurm_config import SlurmSettings
+from trainer.launcher.slurm_executor import SlurmExecutor, SlurmHandle, slurm_available
 from trainer.launcher.workspace import confined, is_inside
 
 # 128 + SIGTERM: how the trainer's CLIs exit after checkpointing on a cancel request.
@@ -36,13 +38,23 @@ class JobManager:
         max_queued: int = 16,
         grace_s: float = 30.0,
         job_types: Mapping[str, JobType] = JOB_TYPES,
+        slurm: SlurmSettings | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self.workspace = Path(workspace).resolve()
         self.registry = JobRegistry(self.workspace, max_queued=max_queued)
         self.concurrency = concurrency
-        self.executors = {"local": LocalExecutor(self.workspace, grace_s=grace_s)}
+        self.executors: dict[str, LocalExecutor | SlurmExecutor] = {
+            "local": LocalExecutor(self.workspace, grace_s=grace_s)
+        }
+        # Why an executor is missing here (``slurm``: no sbatch on PATH, or submitit not installed).
+        self.unavailable: dict[str, str] = {}
+        slurm_missing = slurm_available()
+        if slurm_missing is None:
+            self.executors["slurm"] = SlurmExecutor(self.workspace, slurm, grace_s=grace_s)
+        else:
+            self.unavailable["slurm"] = slurm_missing
         self.job_types = dict(job_types)
 
     def job_type(self, name: str) -> JobType:
@@ -54,6 +66,8 @@ class JobManager:
 
     def start(self, job_type: str, raw_params: dict[str, Any], executor: str = "local") -> JobRecord:
         """Validate and queue a job (``JobParamsError`` / ``QueueFullError`` say what is wrong); ``tick`` runs it."""
+        if executor in self.unavailable:
+            raise ValueError(f"executor {executor!r} is not available here: {self.unavailable[executor]}")
         if executor not in self.executors:
             raise ValueError(f"unknown executor {executor!r}; available: {sorted(self.executors)}")
         params = self.job_type(job_type).params_from(raw_params, workspace=self.workspace)
@@ -64,9 +78,12 @@ class JobManager:
         job = self.registry.get(job_id)
         if job.state == "queued":
             return self.registry.transition(job_id, "cancelled", expect="queued", ended=time.time())
+        if job.state == "running":
+            self._executor(job)  # an executor this app cannot reach says so before the request is recorded
         job = self.registry.request_cancel(job_id)
-        if job.pid is not None:
-            self.executors[job.executor].cancel(ProcessHandle(job.pid, job.pid_start))
+        handle = self._handle(job)
+        if handle is not None:
+            self._executor(job).cancel(handle)  # type: ignore[arg-type]  # each executor gets its own handle
         return job
 
     def resume(self, job_id: str) -> JobRecord:
@@ -92,31 +109,41 @@ class JobManager:
     def tick(self) -> list[JobRecord]:
         """Finalise ended jobs, start queued ones up to the concurrency limit; returns every job."""
         for job in self.registry.jobs(("running",)):
-            if job.pid is None:
+            handle = self._handle(job)
+            if handle is None:
                 continue  # claimed a moment ago by a tick that is starting its process
-            status = self.executors[job.executor].poll(self._handle(job), self.job_dir(job))
+            if job.executor not in self.executors:
+                continue  # a Slurm job seen from an app without sbatch: an app that has it watches it
+            status = self._executor(job).poll(handle, self.job_dir(job))  # type: ignore[arg-type]
             if status is not None:
                 self._finalise(job, status)
-        running = len(self.registry.jobs(("running",)))
+        # The concurrency limit is this machine's: jobs for a cluster go to its own queue at once (Slurm
+        # schedules them), and do not hold back local ones.
+        running = sum(1 for job in self.registry.jobs(("running",)) if job.executor == "local")
         for job in self.registry.jobs(("queued",)):
-            if running >= self.concurrency:
-                break
-            if self._launch(job):
+            if job.executor == "local" and running >= self.concurrency:
+                continue
+            if self._launch(job) and job.executor == "local":
                 running += 1
         return self.registry.jobs()
 
     def reattach(self) -> list[JobRecord]:
         """At app start: re-watch live jobs, finalise or mark ``interrupted`` the rest; queued jobs stay queued."""
         for job in self.registry.jobs(("running",)):
-            status = None
-            if job.pid is not None:
-                status = self.executors[job.executor].poll(self._handle(job), self.job_dir(job))
+            status, handle = None, self._handle(job)
+            if handle is not None:
+                if job.executor not in self.executors:
+                    continue  # its executor is not available in this app (no sbatch here): leave it alone
+                status = self._executor(job).poll(handle, self.job_dir(job))  # type: ignore[arg-type]
                 if status is None:
                     continue  # still running: the next tick watches it again
             if status is None or status.exit_code is None:
-                tail = self.log_tail(job)
+                tail, why = self.log_tail(job), f" ({status.reason})" if status and status.reason else ""
                 self._end(
-                    job, "interrupted", None, f"the job stopped while no app watched it; log tail:\n{tail}"
+                    job,
+                    "interrupted",
+                    None,
+                    f"the job stopped while no app watched it{why}; log tail:\n{tail}",
                 )
             else:
                 self._finalise(job, status)
@@ -142,6 +169,17 @@ class JobManager:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def cluster_status(self, job: JobRecord) -> str | None:
+        """What the cluster says about a running cluster job (``Slurm job 12: PENDING (Resources)``), else None."""
+        handle = self._handle(job)
+        if (
+            job.state != "running"
+            or not isinstance(handle, SlurmHandle)
+            or job.executor not in self.executors
+        ):
+            return None
+        return self.executors[job.executor].describe(handle)  # type: ignore[union-attr]  # only Slurm's have it
+
     def metrics(self, job: JobRecord) -> list[dict[str, Any]]:
         """The records of the run's ``metrics.jsonl`` (a line cut off mid-write is skipped)."""
         path = self.run_dir(job) / "metrics.jsonl"
@@ -161,25 +199,40 @@ class JobManager:
 
     # -- internals ------------------------------------------------------------------------------------------
 
-    def _handle(self, job: JobRecord) -> ProcessHandle:
-        return ProcessHandle(int(job.pid or 0), job.pid_start)
+    def _executor(self, job: JobRecord) -> LocalExecutor | SlurmExecutor:
+        if job.executor not in self.executors:
+            raise ValueError(f"job {job.id} runs on {job.executor!r}, which is not available here: "
+                             f"{self.unavailable.get(job.executor, 'unknown executor')}")  # fmt: skip
+        return self.executors[job.executor]
+
+    def _handle(self, job: JobRecord) -> ProcessHandle | SlurmHandle | None:
+        """The running job's process or Slurm job; None while the tick that claimed it is still submitting it."""
+        if job.cluster_id is not None:
+            return SlurmHandle(job.cluster_id)
+        return None if job.pid is None else ProcessHandle(job.pid, job.pid_start)
 
     def _launch(self, job: JobRecord) -> bool:
         job_type = self.job_type(job.type)
         params = job_type.params_type(**job.params)
         try:
+            # A resumed job's previous process / Slurm id is cleared, so no tick watches the old one meanwhile.
             claimed = self.registry.transition(job.id, "running", expect="queued", started=time.time(),
-                                               attempts=job.attempts + 1)  # fmt: skip
+                                               attempts=job.attempts + 1, pid=None, pid_start=None,
+                                               cluster_id=None)  # fmt: skip
         except InvalidTransitionError:
             return False  # another process claimed it first
         argv = job_type.argv(params, self.run_dir(claimed), resume=claimed.resume)
         log_path = confined(self.workspace, claimed.log_path, field="log_path")
         try:
-            handle = self.executors[claimed.executor].submit(self.job_dir(claimed), log_path, argv)
-        except OSError as exc:
+            executor = self._executor(claimed)
+            handle = executor.submit(self.job_dir(claimed), log_path, argv, job_type=claimed.type)
+        except (OSError, ValueError) as exc:
             self._end(claimed, "failed", None, f"could not start: {exc}")
             return False
-        self.registry.set_process(claimed.id, handle.pid, handle.start_ticks)
+        if isinstance(handle, SlurmHandle):
+            self.registry.set_cluster_id(claimed.id, handle.job_id)
+        else:
+            self.registry.set_process(claimed.id, handle.pid, handle.start_ticks)
         return True
 
     def _finalise(self, job: JobRecord, status: ExitStatus) -> None:
@@ -190,7 +243,8 @@ class JobManager:
             self._end(job, "cancelled", code, None)
         else:
             how = "was killed (no exit record)" if code is None else f"exited with status {code}"
-            self._end(job, "failed", code, f"the job {how}; log tail:\n{self.log_tail(job)}")
+            why = f" ({status.reason})" if status.reason else ""
+            self._end(job, "failed", code, f"the job {how}{why}; log tail:\n{self.log_tail(job)}")
 
     def _end(self, job: JobRecord, state: str, code: int | None, error: str | None) -> None:
         try:

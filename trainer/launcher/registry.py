@@ -201,6 +201,13 @@ class JobRegistry:
             db.execute("UPDATE jobs SET pid = ?, pid_start = ? WHERE id = ? AND state = 'running'",
                        (pid, pid_start, job_id))  # fmt: skip
 
+    def set_cluster_id(self, job_id: str, cluster_id: str) -> None:
+        """Record the cluster's id (the Slurm job id) of a job that is ``running``."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET cluster_id = ? WHERE id = ? AND state = 'running'", (cluster_id, job_id)
+            )
+
     def request_cancel(self, job_id: str) -> JobRecord:
         """Mark a running job for cancellation (the executor signals it; its exit makes it ``cancelled``)."""
         with self._transaction() as db:

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainer.launcher.slurm_config import SlurmSettings
 from vision_common.paths import PROJECT_ROOT
 
 DEFAULT_WORKSPACE = PROJECT_ROOT / "runs"
@@ -29,6 +30,8 @@ class LauncherSettings:
     """Jobs running at once; the rest wait in the queue."""
     max_queued: int = 16
     refresh_s: float = 2.0
+    slurm: SlurmSettings = SlurmSettings()
+    """What the ``slurm`` executor asks for (available where ``sbatch`` is on PATH)."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.max_queued < 1:
@@ -53,6 +56,29 @@ def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--launcher-concurrency", type=int, default=1, help="training jobs running at once (default 1)"
     )
+    group.add_argument(
+        "--slurm-partition",
+        default=os.environ.get("APP_SLURM_PARTITION", ""),
+        help="Slurm partition of slurm-executor jobs (default: the cluster's) [APP_SLURM_PARTITION]",
+    )
+    group.add_argument(
+        "--slurm-gpus-per-node",
+        type=int,
+        default=None,
+        help="GPUs per node for every slurm job, overriding each job type's (0 on a CPU-only cluster)",
+    )
+    group.add_argument(
+        "--slurm-time-min",
+        type=int,
+        default=None,
+        help="time limit (minutes) for every slurm job, overriding each job type's",
+    )
+    group.add_argument(
+        "--slurm-cpus-per-task",
+        type=int,
+        default=None,
+        help="CPUs for every slurm job, overriding each job type's (nodes with fewer cores)",
+    )
 
 
 def launcher_settings_from_args(args: argparse.Namespace, *, loopback_only: bool) -> LauncherSettings:
@@ -64,4 +90,13 @@ def launcher_settings_from_args(args: argparse.Namespace, *, loopback_only: bool
             disabled_reason="The training launcher is off: the app listens beyond this machine and no launcher "
             "token is configured (set --launcher-token or APP_LAUNCHER_TOKEN, or bind to 127.0.0.1).",
         )
-    return LauncherSettings(workspace=args.workspace, token=token, concurrency=args.launcher_concurrency)
+    # A namespace built without the Slurm flags (a caller with its own parser) means the cluster's defaults.
+    slurm = SlurmSettings(
+        partition=getattr(args, "slurm_partition", ""),
+        gpus_per_node=getattr(args, "slurm_gpus_per_node", None),
+        time_min=getattr(args, "slurm_time_min", None),
+        cpus_per_task=getattr(args, "slurm_cpus_per_task", None),
+    )
+    return LauncherSettings(
+        workspace=args.workspace, token=token, concurrency=args.launcher_concurrency, slurm=slurm
+    )

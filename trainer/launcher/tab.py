@@ -93,7 +93,11 @@ class LauncherActions:
 
     def jobs(self) -> list[dict[str, Any]]:
         return [
-            job_json(job, progress(job, self.manager.metrics(job))) for job in self.manager.registry.jobs()
+            {
+                **job_json(job, progress(job, self.manager.metrics(job))),
+                "cluster_state": self.manager.cluster_status(job),
+            }
+            for job in self.manager.registry.jobs()
         ]
 
     def _act(self, action: str, job_id: str, token: str | None) -> str:
@@ -134,7 +138,9 @@ class LauncherActions:
         metrics = self.manager.metrics(job)
         points = pd.DataFrame(curve_points(metrics), columns=["step", "value", "series"])
         loss, lr = points[points.series == "loss"], points[points.series == "lr"]
-        details = f"**{job.id}** · {job.type} · **{job.state}**"
+        details = f"**{job.id}** · {job.type} · **{job.state}** · {job.executor}"
+        if job.cluster_id:
+            details += f" ({self.manager.cluster_status(job) or f'Slurm job {job.cluster_id}'})"
         if job.exit_code is not None:
             details += f" · exit code {job.exit_code}"
         if job.state == "succeeded":
@@ -156,7 +162,12 @@ def launcher_tab(settings: LauncherSettings) -> AppTab:
         return AppTab(
             title="Training launcher", tab_id="launcher", build=lambda: gr.Markdown(settings.disabled_reason)
         )
-    manager = JobManager(settings.workspace, concurrency=settings.concurrency, max_queued=settings.max_queued)
+    manager = JobManager(
+        settings.workspace,
+        concurrency=settings.concurrency,
+        max_queued=settings.max_queued,
+        slurm=settings.slurm,
+    )
     scheduler = JobScheduler(manager)
     actions = LauncherActions(manager, settings)
     return AppTab(
@@ -182,6 +193,8 @@ def build_launcher_tab(actions: LauncherActions) -> None:
             )
             params = gr.Code(actions.params_text(first, "tiny"), language="json", label="Parameters",
                              elem_id="launcher-params", interactive=True)  # fmt: skip
+            executor = gr.Radio(list(actions.manager.executors), value="local", label="Executor",
+                                elem_id="launcher-executor")  # fmt: skip
             token = gr.Textbox(label="Launcher token", type="password", visible=bool(actions.settings.token))
             start = gr.Button("Start", variant="primary", elem_id="launcher-start")
             status = gr.Markdown(elem_id="launcher-status")
@@ -214,13 +227,13 @@ def build_launcher_tab(actions: LauncherActions) -> None:
                     [job_type], [preset], **private)  # fmt: skip
     preset.change(actions.params_text, [job_type, preset], [params], **private)
 
-    def start_from_page(t: str, p: str, tok: str | None) -> tuple[str, Any]:
-        job_id = actions.start(t, p, "local", tok)
+    def start_from_page(t: str, p: str, ex: str, tok: str | None) -> tuple[str, Any]:
+        job_id = actions.start(t, p, ex, tok)
         # The selector's choices must hold the new id before it is selected (Gradio checks a value is a choice).
         ids = [job.id for job in reversed(actions.manager.registry.jobs())]
-        return f"Queued **{job_id}**.", gr.Dropdown(choices=ids, value=job_id)
+        return f"Queued **{job_id}** ({ex}).", gr.Dropdown(choices=ids, value=job_id)
 
-    start.click(start_from_page, [job_type, params, token], [status, selected], **private)
+    start.click(start_from_page, [job_type, params, executor, token], [status, selected], **private)
     cancel.click(lambda j, tok: f"{j}: {actions.cancel(j, tok)}", [selected, token], [status], **private)
     resume.click(lambda j, tok: f"{j}: {actions.resume(j, tok)}", [selected, token], [status], **private)
     delete.click(lambda j, c, tok: f"{j}: deleted ({actions.delete(j, c, tok)})", [selected, confirm, token], [status],

@@ -74,6 +74,7 @@ def job_json(job: JobRecord, p: Progress) -> dict[str, Any]:
         "error": job.error,
         "params": job.params,
         "executor": job.executor,
+        "cluster_id": job.cluster_id,
         "out_dir": job.out_dir,
     }
 
