@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from trainer.foundation.clip_aux import IGNORE
 from trainer.foundation.clip_dense import (
@@ -129,3 +130,26 @@ def test_clip_train_with_dense_labels_runs_and_logs_the_loss(tiny_world: Path, t
     losses = [h["dense_loss"] for h in metrics["history"]]
     assert metrics["steps"] == 4 and all(loss is not None and loss > 0 for loss in losses)
     assert metrics["samples_seen"] == 4 * cfg.batch_size  # dense tiles are not pool pairs
+
+
+@pytest.mark.slow
+def test_init_from_continues_from_saved_weights(tiny_world: Path, tmp_path: Path) -> None:
+    """``init_from`` loads a saved CLIP's weights before training (the continuation screens of issue #18)."""
+    tokenizer = tmp_path / "tok"
+    save_tokenizer(train_tokenizer(["red star sign EXIT", "blue circle icon", "a ring"] * 30, 300), tokenizer)
+    base = replace(ClipTrainConfig.tiny(), max_steps=2, num_workers=0, torch_threads=1, val_count=0)
+    train_clip(tiny_world, tokenizer, tmp_path / "first", replace(base, seed=1), progress_bar=False)
+    tiny_lr = replace(
+        base, max_steps=1, lr=1e-9, shape_warmup_fraction=0.0, init_from=str(tmp_path / "first")
+    )
+    train_clip(tiny_world, tokenizer, tmp_path / "continued", tiny_lr, progress_bar=False)
+    train_clip(
+        tiny_world, tokenizer, tmp_path / "fresh", replace(tiny_lr, init_from=None), progress_bar=False
+    )
+    first, continued, fresh = (
+        load_file(str(tmp_path / name / "open_clip_model.safetensors"))
+        for name in ("first", "continued", "fresh")
+    )
+    key = "visual.conv1.weight"
+    assert torch.allclose(continued[key], first[key], atol=1e-6)
+    assert not torch.allclose(fresh[key], first[key], atol=1e-3)

@@ -1,7 +1,6 @@
 """Contrastive training of the tiny SynthWorld CLIP on a world's web pool, on a wall-clock budget.
 
-    python -m trainer.foundation.clip_train --world DIR --tokenizer DIR --out DIR [--preset default] \
-        [--max-minutes 7] [--seed 0]
+    python -m trainer.foundation.clip_train --world DIR --tokenizer DIR --out DIR [--max-minutes 7] [...]
 
 Recipe (``default`` preset): <= 7 minutes on 2 CPU cores, the whole command included (setup, training, the
 held-out retrieval check and the atomic save). The output is an open_clip ``local-dir:`` model directory (see
@@ -28,6 +27,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 from open_clip.loss import ClipLoss  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from trainer.foundation.clip_aux import (  # noqa: E402
@@ -64,6 +64,7 @@ from trainer.foundation.clip_sampler import (  # noqa: E402
 )
 from trainer.foundation.clip_schedule import held_out_recall, lr_at, param_groups, run_progress  # noqa: E402
 from trainer.foundation.tiny_clip import (  # noqa: E402
+    OPEN_CLIP_WEIGHTS_NAME,
     TinyClipConfig,
     count_parameters,
     create_tiny_clip,
@@ -115,16 +116,15 @@ class ClipTrainConfig:
     # Weight of the patch-level caption-word heads (clip_aux.PatchWordHeads) on the layer LLaVA reads
     # (``PATCH_FEATURE_LAYER``); 0 disables them. They make the patch tokens say what is where (docs).
     patch_aux_weight: float = 1.0
-    # Weight, inside the patch heads, of the sign-word group (clip_aux.SIGN_WORD_GROUPS: which of the 16 sign
-    # words the caption names; 0 leaves it out). Replaces the sign-code character groups, which were measured
-    # not to teach reading random codes (docs/foundation_models.md, *Sign-code character heads*).
+    # Weight, inside the patch heads, of the sign-word group (clip_aux.SIGN_WORD_GROUPS; 0 leaves it out). It
+    # replaces the sign-code character groups (measured not to teach reading codes; docs/foundation_models.md).
     patch_sign_weight: float = 0.0
-    # Dense supervision of the layer -2 patches from TRAIN-scene annotations (clip_dense; issue #18): weight
-    # (0: off), groups (shape first: only "shape" trains during the warm-up), scenes read and tiles per step.
+    # Dense patch labels from TRAIN scenes (clip_dense): weight (0: off), groups after the warm-up, scenes, tiles.
     dense_weight: float = 0.0
     dense_groups: tuple[str, ...] = ("shape",)
     dense_scenes: int = 2000
     dense_batch: int = 16
+    init_from: str | None = None  # continue from this open_clip dir's weights (same preset), e.g. for screens
     num_workers: int = 1
     torch_threads: int = 2
     # bf16 autocast for the matmuls (LayerNorm, softmax and the loss stay fp32): ~1.5x more steps per minute on
@@ -220,6 +220,8 @@ def train_clip(
     torch.manual_seed(cfg.seed)
     model_cfg = TinyClipConfig.from_preset(cfg.model_preset)
     model, _, val_transform, tokenizer = create_tiny_clip(model_cfg, tokenizer_dir, seed=cfg.seed)
+    if cfg.init_from is not None:
+        model.load_state_dict(load_file(str(Path(cfg.init_from) / OPEN_CLIP_WEIGHTS_NAME)))
 
     pairs = read_pool(world / POOL_RELATIVE_PATH)
     train_pairs, val_pairs = split_pairs(pairs, min(cfg.val_count, len(pairs) // 5), cfg.seed)
@@ -452,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--precision", choices=("auto", "bf16", "fp32"), default=None, help="matmul precision"
     )
+    parser.add_argument("--init-from", default=None, help="start from this open_clip dir's weights")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="disable the tqdm bar")
     return parser
@@ -472,6 +475,7 @@ def config_from_args(args: argparse.Namespace) -> ClipTrainConfig:
         "patch_sign_weight": args.patch_sign_weight,
         **dense_overrides(args),
         "precision": args.precision,
+        "init_from": args.init_from,
     }
     return replace(cfg, seed=args.seed, **{k: v for k, v in overrides.items() if v is not None})
 
