@@ -24,6 +24,7 @@ from pathlib import Path
 
 from trainer.atomic import atomic_directory
 from trainer.manifest import build_manifest, write_manifest
+from trainer.synthworld.world import WORLD_FORMAT
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Committed artifacts must stay small: the whole assets/ tree is budgeted at 25 MB.
@@ -248,7 +249,8 @@ def run_step(step: Step, log_dir: Path) -> float:
 
 
 def world_is_current(world: Path, seed: int, preset: str) -> bool:
-    """A generated world is reusable when its manifest records the same seed and preset (it is deterministic)."""
+    """A generated world is reusable when its manifest records the same seed, preset and generator format (it
+    is deterministic; a world from older generator code is regenerated)."""
     manifest = world / "manifest.json"
     if not manifest.is_file():
         return False
@@ -256,7 +258,7 @@ def world_is_current(world: Path, seed: int, preset: str) -> bool:
         meta = json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
-    return meta.get("seed") == seed and meta.get("preset") == preset
+    return meta.get("seed") == seed and meta.get("preset") == preset and meta.get("format") == WORLD_FORMAT
 
 
 def copy_examples(world: Path, stage: Path, n: int) -> list[Path]:
