@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from trainer.synthworld.concepts import CODE_CHARS, CODE_LENGTHS, COLOR_NAMES, PATTERNS, SHAPES, SPECIES
+from trainer.synthworld.concepts import COLOR_NAMES, PATTERNS, SHAPES, SIGN_WORDS, SPECIES
 
 IGNORE = -100  # torch.nn.functional.cross_entropy's default ignore_index
 
@@ -30,50 +30,43 @@ CONCEPT_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
-# One group per character position of a sign code ("code_1" is the first character): the patch heads' way to
-# make the tower read signs (``caption_code_multi_hot``).
-CODE_GROUPS: dict[str, tuple[str, ...]] = {
-    f"code_{position + 1}": tuple(CODE_CHARS) for position in range(max(CODE_LENGTHS))
-}
+# The words signs say (``concepts.SIGN_WORDS``) as one more patch-head group: the patches over a sign have to
+# say which word it shows (``caption_sign_word_multi_hot``).
+SIGN_WORD_GROUPS: dict[str, tuple[str, ...]] = {"sign_word": SIGN_WORDS}
 
 
-def caption_code(caption: str) -> str | None:
-    """The first word of ``caption`` that can be a sign code (2-3 characters, all from ``CODE_CHARS``), or None.
-
-    Web captions name a sign's code as a bare word ("sign K7", "K7N sign"); file-name noise ("DSC01158",
-    "IMG_3370") is longer or carries characters codes never use. Measured on the default pool: 703 of the 728
-    captions this picks a code from name a sign that shows it (the rest are the pool's mismatched captions).
-    """
+def caption_sign_word(caption: str) -> str | None:
+    """The first word of ``caption`` that is a sign word, in upper case as signs write it ("a sign that says
+    EXIT", "EXIT sign"), or None. Case matters: lower-case "open" or "sale" in alt-text is not a sign."""
     for word in caption.split():
-        if len(word) in CODE_LENGTHS and all(char in CODE_CHARS for char in word):
+        word = word.strip(".,;:!?\"'()")
+        if word in SIGN_WORDS:
             return word
     return None
 
 
-def caption_code_multi_hot(captions: Sequence[str]) -> torch.Tensor:
-    """[N, positions x characters] 0/1, laid out like ``caption_word_multi_hot`` over ``CODE_GROUPS``: the
-    character at each position of the caption's code; all-zero groups (no code, or a position past its end)
-    are ignored by ``PatchWordHeads.loss``."""
-    width = len(CODE_CHARS)
-    targets = torch.zeros((len(captions), width * len(CODE_GROUPS)))
+def caption_sign_word_multi_hot(captions: Sequence[str]) -> torch.Tensor:
+    """[N, len(SIGN_WORDS)] 0/1, laid out like ``caption_word_multi_hot`` over ``SIGN_WORD_GROUPS``: the sign
+    word the caption names; all-zero rows (no sign word) are ignored by ``PatchWordHeads.loss``."""
+    targets = torch.zeros((len(captions), len(SIGN_WORDS)))
     for row, caption in enumerate(captions):
-        code = caption_code(caption)
-        for position, char in enumerate(code or ""):
-            targets[row, position * width + CODE_CHARS.index(char)] = 1.0
+        word = caption_sign_word(caption)
+        if word is not None:
+            targets[row, SIGN_WORDS.index(word)] = 1.0
     return targets
 
 
 def patch_head_groups(
-    code_weight: float, warmup_group: str
+    sign_weight: float, warmup_group: str
 ) -> tuple[dict[str, tuple[str, ...]], list[float], list[float]]:
-    """The patch heads' groups (``CONCEPT_GROUPS``, then ``CODE_GROUPS`` unless ``code_weight`` is 0), their
-    weights after the warm-up (1 per concept group, ``code_weight`` per code position) and during it (only
-    ``warmup_group``)."""
+    """The patch heads' groups (``CONCEPT_GROUPS``, then ``SIGN_WORD_GROUPS`` unless ``sign_weight`` is 0),
+    their weights after the warm-up (1 per concept group, ``sign_weight`` for the sign words) and during it
+    (only ``warmup_group``)."""
     groups = dict(CONCEPT_GROUPS)
     weights = [1.0] * len(groups)
-    if code_weight > 0:
-        groups.update(CODE_GROUPS)
-        weights += [code_weight] * len(CODE_GROUPS)
+    if sign_weight > 0:
+        groups.update(SIGN_WORD_GROUPS)
+        weights += [sign_weight] * len(SIGN_WORD_GROUPS)
     warmup = [1.0 if name == warmup_group else 0.0 for name in groups]
     return groups, weights, warmup
 

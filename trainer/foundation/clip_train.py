@@ -1,7 +1,6 @@
 """Contrastive training of the tiny SynthWorld CLIP on a world's web pool, on a wall-clock budget.
 
-    python -m trainer.foundation.clip_train --world DIR --tokenizer DIR --out DIR [--preset default] \
-        [--max-minutes 7] [--seed 0]
+    python -m trainer.foundation.clip_train --world DIR --tokenizer DIR --out DIR [--max-minutes 7] [...]
 
 Recipe (``default`` preset): <= 7 minutes on 2 CPU cores, the whole command included (setup, training, the
 held-out retrieval check and the atomic save). The output is an open_clip ``local-dir:`` model directory (see
@@ -28,6 +27,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 from open_clip.loss import ClipLoss  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from trainer.foundation.clip_aux import (  # noqa: E402
@@ -35,7 +35,7 @@ from trainer.foundation.clip_aux import (  # noqa: E402
     CaptionWordHeads,
     PatchTokens,
     PatchWordHeads,
-    caption_code_multi_hot,
+    caption_sign_word_multi_hot,
     caption_word_multi_hot,
     caption_word_targets,
     patch_head_groups,
@@ -49,6 +49,13 @@ from trainer.foundation.clip_data import (  # noqa: E402
     split_pairs,
     train_transform,
 )
+from trainer.foundation.clip_dense import (  # noqa: E402
+    DenseSupervision,
+    add_dense_arguments,
+    dense_group_weights,
+    dense_overrides,
+    load_dense_tiles,
+)
 from trainer.foundation.clip_sampler import (  # noqa: E402
     BucketBatchSampler,
     batches_forever,
@@ -58,6 +65,7 @@ from trainer.foundation.clip_sampler import (  # noqa: E402
 from trainer.foundation.clip_schedule import held_out_recall, lr_at, param_groups, run_progress  # noqa: E402
 from trainer.synthworld.concepts import COLOR_NAMES  # noqa: E402
 from vision_common.tiny_clip import (  # noqa: E402
+    OPEN_CLIP_WEIGHTS_NAME,
     TinyClipConfig,
     count_parameters,
     create_tiny_clip,
@@ -108,11 +116,15 @@ class ClipTrainConfig:
     # Weight of the patch-level caption-word heads (clip_aux.PatchWordHeads) on the layer LLaVA reads
     # (``PATCH_FEATURE_LAYER``); 0 disables them. They make the patch tokens say what is where (docs).
     patch_aux_weight: float = 1.0
-    # Weight, inside the patch heads, of the sign-code character groups (clip_aux.CODE_GROUPS; 0 leaves them
-    # out). Contrastive captions give no reason to tell 2,000 distinct codes apart, and the committed tower's
-    # patches do not read sign text; these groups were tried against that and measured not to help within
-    # the CPU budget (docs/foundation_models.md, *Sign-code character heads*), so they are off by default.
-    patch_code_weight: float = 0.0
+    # Weight, inside the patch heads, of the sign-word group (clip_aux.SIGN_WORD_GROUPS; 0 leaves it out). It
+    # replaces the sign-code character groups (measured not to teach reading codes; docs/foundation_models.md).
+    patch_sign_weight: float = 0.0
+    # Dense patch labels from TRAIN scenes (clip_dense): weight (0: off), groups after the warm-up, scenes, tiles.
+    dense_weight: float = 0.0
+    dense_groups: tuple[str, ...] = ("shape",)
+    dense_scenes: int = 2000
+    dense_batch: int = 16
+    init_from: str | None = None  # continue from this open_clip dir's weights (same preset), e.g. for screens
     num_workers: int = 1
     torch_threads: int = 2
     # bf16 autocast for the matmuls (LayerNorm, softmax and the loss stay fp32): ~1.5x more steps per minute on
@@ -137,10 +149,13 @@ class ClipTrainConfig:
             raise ValueError(
                 "ClipTrainConfig: warmup_steps/val_count/num_workers must be >= 0, torch_threads >= 1"
             )
-        if self.aux_weight < 0 or self.patch_aux_weight < 0 or self.patch_code_weight < 0:
+        if self.aux_weight < 0 or self.patch_aux_weight < 0 or self.patch_sign_weight < 0:
             raise ValueError(
-                "ClipTrainConfig.aux_weight, patch_aux_weight and patch_code_weight must be >= 0"
+                "ClipTrainConfig.aux_weight, patch_aux_weight and patch_sign_weight must be >= 0"
             )
+        if self.dense_weight < 0 or self.dense_scenes < 1 or self.dense_batch < 1:
+            raise ValueError("ClipTrainConfig: dense_weight >= 0, dense_scenes and dense_batch >= 1")
+        dense_group_weights(self.dense_groups, False, "")  # raises on an unknown group
         if not 0 <= self.shape_warmup_fraction < 1:
             raise ValueError("ClipTrainConfig.shape_warmup_fraction must be in [0, 1)")
         if self.shape_warmup_fraction > 0 and self.aux_weight == 0:
@@ -205,6 +220,8 @@ def train_clip(
     torch.manual_seed(cfg.seed)
     model_cfg = TinyClipConfig.from_preset(cfg.model_preset)
     model, _, val_transform, tokenizer = create_tiny_clip(model_cfg, tokenizer_dir, seed=cfg.seed)
+    if cfg.init_from is not None:
+        model.load_state_dict(load_file(str(Path(cfg.init_from) / OPEN_CLIP_WEIGHTS_NAME)))
 
     pairs = read_pool(world / POOL_RELATIVE_PATH)
     train_pairs, val_pairs = split_pairs(pairs, min(cfg.val_count, len(pairs) // 5), cfg.seed)
@@ -248,15 +265,21 @@ def train_clip(
             where=f"{world / POOL_RELATIVE_PATH} (shape warm-up; set shape_warmup_fraction=0 to skip it)",
         )
     warmup_weights = [1.0 if name == SHAPE_GROUP else 0.0 for name in CONCEPT_GROUPS]
-    patch_groups, patch_weights, patch_warmup_weights = patch_head_groups(cfg.patch_code_weight, SHAPE_GROUP)
+    patch_groups, patch_weights, patch_warmup_weights = patch_head_groups(cfg.patch_sign_weight, SHAPE_GROUP)
     patch_heads = PatchWordHeads(model_cfg.vision_width, patch_groups) if cfg.patch_aux_weight > 0 else None
-    patch_tokens = None if patch_heads is None else PatchTokens(model.visual, PATCH_FEATURE_LAYER)
+    dense = None
+    if cfg.dense_weight > 0:
+        tiles = load_dense_tiles(world, cfg.dense_scenes, model_cfg.image_size, model_cfg.patch_size)
+        dense = DenseSupervision(tiles, model_cfg.vision_width, cfg.dense_groups, cfg.dense_batch,
+                                 model_cfg.image_mean, model_cfg.image_std, cfg.seed)  # fmt: skip
+    hooked = patch_heads is not None or dense is not None
+    patch_tokens = PatchTokens(model.visual, PATCH_FEATURE_LAYER) if hooked else None
     captions = [p.caption for p in train_pairs]
     word_multi_hot = caption_word_multi_hot(captions, CONCEPT_GROUPS)
     if len(patch_groups) > len(CONCEPT_GROUPS):
-        word_multi_hot = torch.cat([word_multi_hot, caption_code_multi_hot(captions)], dim=1)
+        word_multi_hot = torch.cat([word_multi_hot, caption_sign_word_multi_hot(captions)], dim=1)
     groups = param_groups(model, cfg.weight_decay, cfg.text_lr_scale)
-    for extra in (heads, patch_heads):
+    for extra in (heads, patch_heads, None if dense is None else dense.heads):
         if extra is not None:
             groups.append({"params": list(extra.parameters()), "weight_decay": 0.0, "lr_scale": 1.0})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=1e-6)
@@ -285,10 +308,14 @@ def train_clip(
         )
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
+        n_pool = images.shape[0]
+        if dense is not None:  # one tower forward for pool images and dense tiles (the hook keeps one)
+            dense_pixels, dense_labels = dense.next_batch()
+            images = torch.cat([images, dense_pixels])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             # What CLIP.forward does, keeping the unnormalised image embedding for the caption-word heads
             # (through the normalisation their gradient would shrink by the embedding norm, ~10x at init).
-            raw_image_features = model.encode_image(images).float()
+            raw_image_features = model.encode_image(images).float()[:n_pool]
             if not warming_up:
                 text_features = model.encode_text(ids, normalize=True).float()
         image_features = torch.nn.functional.normalize(raw_image_features, dim=-1)
@@ -303,10 +330,15 @@ def train_clip(
             if heads is not None:
                 aux = heads.loss(raw_image_features, targets)
                 loss = contrastive + cfg.aux_weight * aux
-        patch_aux = None
+        patch_aux = dense_loss = None
+        if dense is not None and patch_tokens is not None:
+            dense_loss = dense.loss(
+                patch_tokens.latest()[n_pool:].float(), dense_labels, warming_up, SHAPE_GROUP
+            )
+            loss = loss + cfg.dense_weight * dense_loss
         if patch_heads is not None and patch_tokens is not None:
             patch_aux = patch_heads.loss(
-                patch_tokens.latest().float(),
+                patch_tokens.latest()[:n_pool].float(),
                 word_multi_hot[rows],
                 patch_warmup_weights if warming_up else patch_weights,
             )
@@ -319,7 +351,7 @@ def train_clip(
         with torch.no_grad():
             model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
         step += 1
-        seen += images.shape[0]
+        seen += n_pool
         ema_loss = loss.item() if ema_loss is None else 0.9 * ema_loss + 0.1 * loss.item()
         ema_clip = contrastive.item() if ema_clip is None else 0.9 * ema_clip + 0.1 * contrastive.item()
         if step % cfg.log_every == 0 or step == 1:
@@ -337,6 +369,7 @@ def train_clip(
                 {"step": step, "phase": "shape_warmup" if warming_up else "clip", "loss": round(loss.item(), 4), "clip_loss": round(contrastive.item(), 4),
                  "aux_loss": None if aux is None else round(aux.item(), 4),
                  "patch_aux_loss": None if patch_aux is None else round(patch_aux.item(), 4), "lr": lr,
+                 "dense_loss": None if dense_loss is None else round(dense_loss.item(), 4),
                  "batch_i2t_acc": round(batch_acc.item(), 4), "logit_scale": round(model.logit_scale.exp().item(), 3),
                  "elapsed_s": round(elapsed, 1)}
             )  # fmt: skip
@@ -411,15 +444,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="patch-level caption-word head loss weight on the layer LLaVA reads (default 1; 0: off)",
     )
     parser.add_argument(
-        "--patch-code-weight",
+        "--patch-sign-weight",
         type=float,
         default=None,
-        help="weight of the sign-code character groups inside the patch heads (default 0: off)",
+        help="weight of the sign-word group inside the patch heads (default 0: off)",
     )
+    add_dense_arguments(parser)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default 2)")
     parser.add_argument(
         "--precision", choices=("auto", "bf16", "fp32"), default=None, help="matmul precision"
     )
+    parser.add_argument("--init-from", default=None, help="start from this open_clip dir's weights")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="disable the tqdm bar")
     return parser
@@ -437,8 +472,10 @@ def config_from_args(args: argparse.Namespace) -> ClipTrainConfig:
         "aux_weight": args.aux_weight,
         "shape_warmup_fraction": args.shape_warmup_fraction,
         "patch_aux_weight": args.patch_aux_weight,
-        "patch_code_weight": args.patch_code_weight,
+        "patch_sign_weight": args.patch_sign_weight,
+        **dense_overrides(args),
         "precision": args.precision,
+        "init_from": args.init_from,
     }
     return replace(cfg, seed=args.seed, **{k: v for k, v in overrides.items() if v is not None})
 

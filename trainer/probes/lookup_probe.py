@@ -41,6 +41,14 @@ from vision_common.chat.format_prompts import SHORT_ANSWER
 
 KINDS = ("color", "yes", "no")
 LAYOUTS = ("objects", "grid")
+# Where the question sits relative to the image tokens in the human turn. With the image first (LLaVA's
+# default) no image token can attend to the question; with the question before it every image token can
+# compute "am I the named object" (issue #18's template lever).
+PROMPT_ORDERS: dict[str, str] = {
+    "image_first": "<image>\n{question}\n{suffix}",
+    "question_first": "{question}\n<image>\n{suffix}",
+    "question_image_question": "{question}\n<image>\n{question}\n{suffix}",
+}
 
 
 class LookupObject(NamedTuple):
@@ -67,8 +75,13 @@ class LookupProbeConfig:
     layout: str = "objects"
     grid_cells: int = 8
     background: float = 0.3  # background noise norm, as a fraction of a word embedding's
+    prompt_order: str = "image_first"  # a key of PROMPT_ORDERS
 
     def __post_init__(self) -> None:
+        if self.prompt_order not in PROMPT_ORDERS:
+            raise ValueError(
+                f"LookupProbeConfig.prompt_order must be one of {sorted(PROMPT_ORDERS)}, got {self.prompt_order!r}"
+            )
         if self.layout not in LAYOUTS or self.grid_cells < 1 or self.background < 0:
             raise ValueError(
                 f"LookupProbeConfig: layout one of {LAYOUTS}, grid_cells >= 1, background >= 0; got "
@@ -164,9 +177,16 @@ class LookupBatcher:
     """Question -> (inputs_embeds, labels, mask) in the vicuna_v1 layout, objects where ``<image>`` sits."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, layout: str = "objects", cells: int = 8, background: float = 0.3
+        self,
+        model: Any,
+        tokenizer: Any,
+        layout: str = "objects",
+        cells: int = 8,
+        background: float = 0.3,
+        prompt_order: str = "image_first",
     ) -> None:
         self.tokenizer, self.layout, self.cells, self.background = tokenizer, layout, cells, background
+        self.human_template = PROMPT_ORDERS[prompt_order]
         self.embedding = model.get_input_embeddings()
         self.norm = float(self.embedding.weight.detach().norm(dim=-1).median())
         self.word_ids = {
@@ -179,7 +199,7 @@ class LookupBatcher:
         appends the end-of-sequence token, which is trained but not scored)."""
         key = (q.question, q.answer)
         if key not in self.cache:
-            human = f"<image>\n{q.question}\n{SHORT_ANSWER}"
+            human = self.human_template.format(question=q.question, suffix=SHORT_ANSWER)
             text = render_vicuna_v1([{"from": "human", "value": human}], where="lookup probe") + "ASSISTANT:"
             before, after = text.split("<image>")
             answer = self.tokenizer(f" {q.answer}", add_special_tokens=False)["input_ids"]
@@ -261,7 +281,9 @@ def run_lookup_probe(
     torch.manual_seed(config.seed)
     rng, held_rng = random.Random(config.seed), random.Random(config.seed + 1)
     held = [sample_question(held_rng.choice(test), held_rng) for _ in range(config.eval_questions)]
-    batcher = LookupBatcher(model, tokenizer, config.layout, config.grid_cells, config.background)
+    batcher = LookupBatcher(
+        model, tokenizer, config.layout, config.grid_cells, config.background, config.prompt_order
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     started = time.perf_counter()
     curve = [{"step": 0, "questions": 0, "seconds": 0.0} | score(model, batcher, held, config.seed)]
@@ -313,6 +335,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name))
     parser.add_argument(
         "--layout", choices=LAYOUTS, default=defaults.layout, help="one token per object, or a patch grid"
+    )
+    parser.add_argument(
+        "--prompt-order",
+        choices=sorted(PROMPT_ORDERS),
+        default=defaults.prompt_order,
+        help="where the question sits relative to the image tokens",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON report here")

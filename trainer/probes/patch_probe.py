@@ -9,8 +9,8 @@ AnyRes canvas), the tiles go through the tower, and two features are read per ob
 under the object's bounding-box centre ("centre") and that token concatenated with the mean of the tokens whose
 patch centre lies inside the box ("region"). A multinomial logistic regression fitted on train-scene objects
 predicts each object's colour and shape on held-out test scenes; reported per feature, overall and by the
-object's size class. Signs are probed the same way for the first and the last character of their text (what a
-"What is written on the sign?" answer needs). ``--tower`` takes a transformers ``CLIPVisionModel`` directory or an open_clip one (the
+object's size class. Signs are probed the same way for their word (what a "What is written on the sign?"
+answer needs). ``--tower`` takes a transformers ``CLIPVisionModel`` directory or an open_clip one (the
 SynthWorld CLIP, converted in memory).
 """
 
@@ -58,14 +58,13 @@ class ProbeObject:
 PROBED_ATTRIBUTES: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
     "color": lambda attributes: attributes.get("color") if attributes.get("shape") else None,
     "shape": lambda attributes: attributes.get("shape"),
-    "sign_first_char": lambda attributes: (attributes.get("text") or "")[:1] or None,
-    "sign_last_char": lambda attributes: (attributes.get("text") or "")[-1:] or None,
+    "sign_word": lambda attributes: attributes.get("text") or None,
 }
 
 
 def read_objects(world: Path, split: str, max_scenes: int) -> list[ProbeObject]:
     """The objects of the first ``max_scenes`` scenes of ``split`` that have a probed attribute: shaped objects
-    (colour, shape) and signs (first and last character of their text)."""
+    (colour, shape) and signs (their word)."""
     path = world / ANNOTATIONS.format(split=split)
     try:
         data = json.loads(path.read_text())

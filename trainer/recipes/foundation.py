@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from trainer.synthworld.world import WORLD_FORMAT
 from vision_common.atomic import atomic_directory
 from vision_common.manifest import build_manifest, write_manifest
 from vision_common.paths import PROJECT_ROOT
@@ -252,7 +253,8 @@ def run_step(step: Step, log_dir: Path) -> float:
 
 
 def world_is_current(world: Path, seed: int, preset: str) -> bool:
-    """A generated world is reusable when its manifest records the same seed and preset (it is deterministic)."""
+    """A generated world is reusable when its manifest records the same seed, preset and generator format (it
+    is deterministic; a world from older generator code is regenerated)."""
     manifest = world / "manifest.json"
     if not manifest.is_file():
         return False
@@ -260,7 +262,7 @@ def world_is_current(world: Path, seed: int, preset: str) -> bool:
         meta = json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
-    return meta.get("seed") == seed and meta.get("preset") == preset
+    return meta.get("seed") == seed and meta.get("preset") == preset and meta.get("format") == WORLD_FORMAT
 
 
 def copy_examples(world: Path, stage: Path, n: int) -> list[Path]:

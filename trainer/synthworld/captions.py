@@ -12,7 +12,15 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Protocol
 
-from trainer.synthworld.concepts import COLORS, SHAPES, SIGN, SPECIES_BY_NAME, plural, with_article
+from trainer.synthworld.concepts import (
+    COLORS,
+    SHAPES,
+    SIGN,
+    SIGN_WORDS,
+    SPECIES_BY_NAME,
+    plural,
+    with_article,
+)
 from trainer.synthworld.placed import PlacedObject, scene_view
 from trainer.synthworld.render import Background
 from trainer.synthworld.spatial import clear_region, clear_relation
@@ -40,10 +48,10 @@ def join_words(items: list[str]) -> str:
 
 
 def looks(obj: PlacedObject, rng: random.Random) -> str:
-    """What the object looks like, without article: 'red star', 'blue striped circle', 'sign reading K7'."""
+    """What the object looks like, without article: 'red star', 'blue striped circle', 'sign reading EXIT'."""
     if obj.category == SIGN:
         template = rng.choice(
-            ("sign reading {}", "sign that says {}", "sign with the code {}", "sign saying {}")
+            ("sign reading {}", "sign that says {}", "sign with the word {}", "sign saying {}")
         )
         return template.format(obj.text)
     if obj.species is not None:
@@ -164,7 +172,7 @@ _CATEGORY_WORDS = {word: name for name in (*SHAPES, SIGN) for word in (name, plu
 
 
 def unsupported_words(caption: str, objects: Iterable[_Described]) -> list[str]:
-    """Words of ``caption`` naming a shape, sign, colour, species or 2-3 character code that none of
+    """Words of ``caption`` naming a shape, sign, colour, species, sign word or 2-3 character code that none of
     ``objects`` justifies (colours count if they are a body colour or a present species' marking colour).
     An empty list means the caption mentions only present things; usable on any generated text."""
     objects = list(objects)
@@ -180,6 +188,7 @@ def unsupported_words(caption: str, objects: Iterable[_Described]) -> list[str]:
             (low in _CATEGORY_WORDS and _CATEGORY_WORDS[low] not in categories)
             or (low in COLORS and low not in colors)
             or (low in SPECIES_BY_NAME and low not in species)
+            or (word in SIGN_WORDS and word not in codes)
             or (word.isupper() and len(word) in (2, 3) and word not in codes and word != "IMG")
         ):
             bad.append(word)

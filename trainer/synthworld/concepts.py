@@ -1,4 +1,4 @@
-"""The vocabulary of SynthWorld as plain data: shapes, colours, patterns, sizes, sign codes and species.
+"""The vocabulary of SynthWorld as plain data: shapes, colours, patterns, sizes, sign words and species.
 
 Everything that names a visual concept lives here so that rendering, captions, questions and tasks agree on
 spelling. Class names are written exactly as a person would type them (lower case, no underscores).
@@ -49,9 +49,15 @@ PATTERN_INK: tuple[int, int, int] = (35, 35, 40)
 # Sign plates are light and carry dark text; neither is a palette colour, so signs have no colour attribute.
 SIGN_PLATE: tuple[int, int, int] = (246, 242, 228)
 SIGN_INK: tuple[int, int, int] = (20, 24, 60)
-# O and I are left out of codes: in a 5x7 font they are too close to 0 and 1 to be read reliably.
-CODE_CHARS = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"
-CODE_LENGTHS: tuple[int, ...] = (2, 3)
+# What signs say: a closed vocabulary of short words, so a sign is a visual class a tiny tower can learn to
+# tell apart (like a shape) and a caption names it often enough to teach it. Random 2-3 character codes
+# (2,139 distinct among 2,721 train signs) gave a contrastive tower no reason to read them (issue #18).
+# All words have four letters, so a sign's plate size says nothing about its word.
+SIGN_WORDS: tuple[str, ...] = (
+    "STOP", "EXIT", "OPEN", "SALE", "PUSH", "WAIT", "SLOW", "PARK",
+    "CAFE", "BANK", "TAXI", "FOOD", "HELP", "ZONE", "MENU", "GOLF",
+)  # fmt: skip
+SIGN_WORD_LETTERS: str = "".join(sorted({char for word in SIGN_WORDS for char in word}))
 
 
 @dataclass(frozen=True)

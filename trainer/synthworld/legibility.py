@@ -1,4 +1,4 @@
-"""Measuring whether a sign's code survives downscaling (backs the small-detail promise of eval/detail.jsonl).
+"""Measuring whether a sign's word survives downscaling (backs the small-detail promise of eval/detail.jsonl).
 
 Criterion: **stroke contrast**. Downscale the whole image (bicubic, longer side -> ``target``), then sample
 it at the centres of every 5x7 font cell of each glyph (mapped into the small image, bilinear). The glyph's
@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from trainer.synthworld import bitmap_font
-from trainer.synthworld.concepts import CODE_CHARS, SIGN_INK, SIGN_PLATE
+from trainer.synthworld.concepts import SIGN_INK, SIGN_PLATE, SIGN_WORD_LETTERS
 from trainer.synthworld.render import sign_text_origin
 
 LEGIBLE_CONTRAST = 0.25  # mean stroke contrast at or above this: strokes clearly separate from gaps
@@ -64,7 +64,9 @@ def read_sign(
     """Stroke contrast and template reading of each glyph of the sign at ``bbox`` after downscaling."""
     grey, factor = downscale(image, target)
     tx, ty = sign_text_origin(bbox, scale)
-    templates = {char: _centred(bitmap_font.glyph(char).astype(np.float64).ravel()) for char in CODE_CHARS}
+    templates = {
+        char: _centred(bitmap_font.glyph(char).astype(np.float64).ravel()) for char in SIGN_WORD_LETTERS
+    }
     readings = []
     for index, char in enumerate(text):
         left = tx + bitmap_font.char_origin(index, scale)
@@ -75,6 +77,6 @@ def read_sign(
         ink = bitmap_font.glyph(char).ravel()
         contrast = float((samples[~ink].mean() - samples[ink].mean()) / _FULL_RANGE)
         darkness = _centred(-samples)  # ink is dark, templates mark ink with 1
-        read_as = max(CODE_CHARS, key=lambda candidate: float(darkness @ templates[candidate]))
+        read_as = max(SIGN_WORD_LETTERS, key=lambda candidate: float(darkness @ templates[candidate]))
         readings.append(GlyphReading(char, contrast, read_as))
     return readings

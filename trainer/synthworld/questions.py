@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from trainer.synthworld.concepts import CODE_CHARS, COLOR_NAMES, SHAPES, SIGN, plural, with_article
+from trainer.synthworld.concepts import COLOR_NAMES, SHAPES, SIGN, SIGN_WORDS, plural, with_article
 from trainer.synthworld.scene_view import SceneObject, SceneView, scene_from_coco
 from trainer.synthworld.spatial import (
     GRID_POSITIONS,
@@ -232,17 +232,11 @@ def _relation_candidates(scene: SceneView, rng: random.Random) -> list[_Candidat
     return out
 
 
-def _code_distractors(code: str, rng: random.Random, n: int = 6) -> tuple[str, ...]:
-    """Codes of the same length differing from ``code`` in one character: plausible misreadings."""
-    found: list[str] = []
-    for _ in range(100 * n):
-        if len(found) == n:
-            break
-        position = rng.randrange(len(code))
-        wrong = code[:position] + rng.choice(CODE_CHARS) + code[position + 1 :]
-        if wrong != code and wrong not in found:
-            found.append(wrong)
-    return tuple(found)
+def _text_distractors(text: str, rng: random.Random, n: int = 6) -> tuple[str, ...]:
+    """Other words a sign could say (``concepts.SIGN_WORDS``): the plausible misreadings of a closed
+    vocabulary."""
+    others = [word for word in SIGN_WORDS if word != text]
+    return tuple(rng.sample(others, min(n, len(others))))
 
 
 def _text_candidates(scene: SceneView, rng: random.Random) -> list[_Candidate]:
@@ -253,7 +247,7 @@ def _text_candidates(scene: SceneView, rng: random.Random) -> list[_Candidate]:
         ref = _pick(_references(scene, obj, avoid="text"), rng)
         if ref is not None:
             qa = QA(f"What is written on {ref}?", obj.text, "text")
-            out.append(_Candidate(qa, _code_distractors(obj.text, rng), obj))
+            out.append(_Candidate(qa, _text_distractors(obj.text, rng), obj))
     return out
 
 
@@ -272,7 +266,7 @@ def _candidates(scene: SceneView, rng: random.Random, *, relations: bool) -> lis
 def short_answer_questions(scene: SceneView, rng: random.Random) -> list[QA]:
     """Every unambiguous short-answer question about ``scene`` (grouped by category: color, shape, count,
     position, text). ``rng`` only chooses among equally valid phrasings. Answers are single words or phrases:
-    a palette colour, a shape name, digits, a grid position ("top left"), or a sign's code."""
+    a palette colour, a shape name, digits, a grid position ("top left"), or a sign's word."""
     return [candidate.qa for candidate in _candidates(scene, rng, relations=False)]
 
 

@@ -8,13 +8,12 @@ import random
 import numpy as np
 
 from trainer.synthworld.concepts import (
-    CODE_CHARS,
-    CODE_LENGTHS,
     COLORS,
     PATTERN_INK,
     PATTERNS,
     SIGN,
     SIGN_PLATE,
+    SIGN_WORDS,
     SIZES,
     Species,
 )
@@ -93,8 +92,9 @@ def species_object(rng: random.Random, species: Species, bbox: Box, size: str) -
     )
 
 
-def random_code(rng: random.Random) -> str:
-    return "".join(rng.choice(CODE_CHARS) for _ in range(rng.choice(CODE_LENGTHS)))
+def random_sign_word(rng: random.Random) -> str:
+    """One word of the signs' closed vocabulary (``concepts.SIGN_WORDS``), uniformly."""
+    return rng.choice(SIGN_WORDS)
 
 
 def sign_object(rng: random.Random, text: str, x: int, y: int, scale: int, canvas_side: int) -> PlacedObject:

@@ -12,8 +12,8 @@ from trainer.synthworld.placed import PlacedObject
 from trainer.synthworld.render import Background, render_image, sample_background, sign_size
 from trainer.synthworld.sampling import (
     free_box,
-    random_code,
     random_pattern,
+    random_sign_word,
     shape_object,
     sign_object,
     size_name,
@@ -53,7 +53,7 @@ def _regular_objects(rng: random.Random, config: WorldConfig, width: int, height
     objects: list[PlacedObject] = []
     taken: list[tuple[int, int, int, int]] = []
     if rng.random() < config.sign_rate:
-        text = random_code(rng)
+        text = random_sign_word(rng)
         w, h = sign_size(text, config.regular_glyph_scale)
         box = free_box(rng, width, height, w, h, taken)
         if box is not None:
@@ -75,7 +75,7 @@ def _large_objects(rng: random.Random, config: WorldConfig, width: int, height: 
     objects: list[PlacedObject] = []
     taken: list[tuple[int, int, int, int]] = []
     for _ in range(rng.randint(*config.large_scene_signs)):
-        text = random_code(rng)
+        text = random_sign_word(rng)
         w, h = sign_size(text, config.large_glyph_scale)
         box = free_box(rng, width, height, w, h, taken)
         if box is not None:

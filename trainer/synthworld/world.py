@@ -26,6 +26,9 @@ from trainer.synthworld.web_pool import PoolPlan, mismatch_plan
 from vision_common.atomic import atomic_directory
 
 CHUNK = 64
+# The generator's output format, recorded in the manifest. Bump it whenever the same seed and preset would
+# give a different world, so cached worlds from older code are regenerated (2: signs say words, issue #18).
+WORLD_FORMAT = "synthworld/2"
 POOL_SCHEMA = pa.schema(
     [("key", pa.string()), ("image_path", pa.string()), ("caption", pa.string()), ("url", pa.string()),
      ("width", pa.int32()), ("height", pa.int32())]
@@ -163,7 +166,7 @@ def _generate_into(root: Path, config: WorldConfig, seed: int, pool: Any) -> dic
         counts[f"eval_{name}"] = len(records)
 
     return {
-        "format": "synthworld/1",
+        "format": WORLD_FORMAT,
         "seed": seed,
         "preset": config.name,
         "config": config.to_json(),

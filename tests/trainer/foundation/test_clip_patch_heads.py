@@ -11,17 +11,18 @@ import torch
 from transformers import CLIPVisionModel
 
 from trainer.foundation.clip_aux import (
-    CODE_GROUPS,
     CONCEPT_GROUPS,
+    SIGN_WORD_GROUPS,
     PatchTokens,
     PatchWordHeads,
-    caption_code,
-    caption_code_multi_hot,
+    caption_sign_word,
+    caption_sign_word_multi_hot,
     caption_word_multi_hot,
     patch_head_groups,
 )
 from trainer.foundation.convert_clip import convert_open_clip_dir
 from trainer.foundation.tokenizer import save_tokenizer, train_tokenizer
+from trainer.synthworld.concepts import SIGN_WORDS
 from vision_common.tiny_clip import TinyClipConfig, create_tiny_clip, save_open_clip_dir
 
 GROUPS = {"shape": ("star", "ring", "square"), "color": ("red", "blue")}
@@ -33,31 +34,32 @@ def test_multi_hot_marks_every_named_word() -> None:
     assert hot.tolist() == [[1, 1, 0, 1, 1], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]]
 
 
-def test_caption_code_takes_the_first_code_shaped_word() -> None:
-    assert caption_code("icon sign 8C collection simple DSC01158 sticker") == "8C"
-    assert caption_code("K7N sign and red star") == "K7N"
-    # too long, lower case, or characters codes never use (I and O are left out of the font's codes)
-    for caption in ("DSC01158 sign", "4k wallpaper", "IMG_3370 sign", "sign IO", "sign", ""):
-        assert caption_code(caption) is None, caption
+def test_caption_sign_word_takes_the_first_upper_case_sign_word() -> None:
+    assert caption_sign_word("icon a sign that says EXIT. collection STOP sticker") == "EXIT"
+    assert caption_sign_word("OPEN sign and red star") == "OPEN"
+    # lower case is alt-text, not a sign; codes and file names are not sign words
+    for caption in ("open shop sale", "DSC01158 sign", "IMG_3370 sign", "sign K7", "sign", ""):
+        assert caption_sign_word(caption) is None, caption
 
 
-def test_code_multi_hot_marks_one_character_per_position() -> None:
-    hot = caption_code_multi_hot(["sign 8C", "road sign", "ZZ9 sign"])
-    width = 34  # CODE_CHARS: 0-9 and A-Z without I and O
-    assert hot.shape == (3, 3 * width) and len(CODE_GROUPS) == 3
-    assert hot[0].nonzero().flatten().tolist() == [8, width + 10 + 2]  # "8" first, "C" (third letter) second
-    assert hot[1].sum() == 0  # no code named: every position ignored
-    assert hot[2].nonzero().flatten().tolist() == [33, width + 33, 2 * width + 9]  # Z, Z, 9
-    assert caption_word_multi_hot(["sign 8C"], CONCEPT_GROUPS).sum() == 0  # codes are not concept words
+def test_sign_word_multi_hot_marks_the_named_word() -> None:
+    hot = caption_sign_word_multi_hot(["sign STOP", "road sign", "a sign that says ZONE"])
+    assert hot.shape == (3, len(SIGN_WORDS)) and list(SIGN_WORD_GROUPS) == ["sign_word"]
+    assert hot[0].nonzero().flatten().tolist() == [SIGN_WORDS.index("STOP")]
+    assert hot[1].sum() == 0  # no word named: the group is ignored for this caption
+    assert hot[2].nonzero().flatten().tolist() == [SIGN_WORDS.index("ZONE")]
+    assert (
+        caption_word_multi_hot(["sign STOP"], CONCEPT_GROUPS).sum() == 0
+    )  # sign words are not concept words
 
 
-def test_patch_head_groups_weigh_codes_after_the_warm_up_only() -> None:
+def test_patch_head_groups_weigh_sign_words_after_the_warm_up_only() -> None:
     groups, weights, warmup = patch_head_groups(2.0, "shape")
-    assert list(groups) == [*CONCEPT_GROUPS, "code_1", "code_2", "code_3"]
-    assert weights == [1.0] * len(CONCEPT_GROUPS) + [2.0] * 3
+    assert list(groups) == [*CONCEPT_GROUPS, "sign_word"]
+    assert weights == [1.0] * len(CONCEPT_GROUPS) + [2.0]
     assert warmup == [1.0 if name == "shape" else 0.0 for name in groups]
-    no_codes, weights, _ = patch_head_groups(0.0, "shape")
-    assert no_codes == CONCEPT_GROUPS and weights == [1.0] * len(CONCEPT_GROUPS)
+    no_signs, weights, _ = patch_head_groups(0.0, "shape")
+    assert no_signs == CONCEPT_GROUPS and weights == [1.0] * len(CONCEPT_GROUPS)
 
 
 def test_patch_word_loss_is_max_pooled_multi_label_bce() -> None:
@@ -102,21 +104,21 @@ def test_patch_tokens_are_the_tokens_llava_reads(tmp_path: Path) -> None:
         PatchTokens(model.visual, -2).latest()
 
 
-def test_code_groups_join_the_patch_loss_at_their_weight() -> None:
+def test_sign_word_group_joins_the_patch_loss_at_its_weight() -> None:
     """With zero weights every logit is 0, so each word of a named group costs log 2: the concept groups
-    the caption names count once, each named code position ``code_weight`` times."""
+    the caption names count once, the named sign word group ``sign_weight`` times."""
     groups, weights, warmup = patch_head_groups(2.0, "shape")
     heads = PatchWordHeads(width=4, groups=groups)
     with torch.no_grad():
         heads.linear.weight.zero_()
         heads.linear.bias.zero_()
-    captions = ["red star sign 8C"]
+    captions = ["red star sign EXIT"]
     targets = torch.cat(
-        [caption_word_multi_hot(captions, CONCEPT_GROUPS), caption_code_multi_hot(captions)], 1
+        [caption_word_multi_hot(captions, CONCEPT_GROUPS), caption_sign_word_multi_hot(captions)], 1
     )
     tokens = torch.randn(1, 3, 4)
     concept = (len(CONCEPT_GROUPS["shape"]) + len(CONCEPT_GROUPS["color"])) * math.log(2.0)
-    codes = 2 * len(CODE_GROUPS["code_1"]) * math.log(2.0)  # "8" and "C": positions 1 and 2 named
-    assert heads.loss(tokens, targets, weights).item() == pytest.approx(concept + 2.0 * codes, rel=1e-5)
+    signs = len(SIGN_WORDS) * math.log(2.0)
+    assert heads.loss(tokens, targets, weights).item() == pytest.approx(concept + 2.0 * signs, rel=1e-5)
     shape_only = len(CONCEPT_GROUPS["shape"]) * math.log(2.0)
     assert heads.loss(tokens, targets, warmup).item() == pytest.approx(shape_only, rel=1e-5)

@@ -107,9 +107,9 @@ def test_config_presets_and_validation() -> None:
         ClipTrainConfig(shape_warmup_fraction=1.0)
     with pytest.raises(ValueError, match="aux_weight"):
         ClipTrainConfig(shape_warmup_fraction=0.2, aux_weight=0.0)
-    with pytest.raises(ValueError, match="patch_code_weight must be >= 0"):
-        ClipTrainConfig(patch_code_weight=-1.0)
-    assert ClipTrainConfig.default().patch_code_weight == 0.0  # the committed CLIP was built without them
+    with pytest.raises(ValueError, match="patch_sign_weight must be >= 0"):
+        ClipTrainConfig(patch_sign_weight=-1.0)
+    assert ClipTrainConfig.default().patch_sign_weight == 0.0  # the committed CLIP was built without them
 
 
 def test_registered_name_gives_open_clip_model_and_hf_tokenizer(tokenizer_dir: Path, tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ def test_read_objects_labels_shapes_and_sign_text_and_names_bad_files(tmp_path: 
         "bbox": [1, 2, 3, 4],
         "attributes": {"shape": "star", "color": "red", "size": "small"},
     }
-    sign = {"image_id": 1, "bbox": [0, 0, 9, 9], "attributes": {"shape": None, "color": None, "text": "2Y8"}}
+    sign = {"image_id": 1, "bbox": [0, 0, 9, 9], "attributes": {"shape": None, "color": None, "text": "EXIT"}}
     blank = {"image_id": 1, "bbox": [0, 0, 9, 9], "attributes": {"shape": None, "color": None, "text": ""}}
     late = {"image_id": 2, "bbox": [1, 1, 1, 1], "attributes": {"shape": "ring", "color": "blue"}}
     images = [{"id": 1, "file_name": "a.png", "width": 10, "height": 10}, {"id": 2, "file_name": "b.png"}]
@@ -91,7 +91,7 @@ def test_read_objects_labels_shapes_and_sign_text_and_names_bad_files(tmp_path: 
     objects = read_objects(tmp_path, "train", max_scenes=1)
     assert [(dict(o.labels), o.bbox, o.image.name) for o in objects] == [
         ({"color": "red", "shape": "star"}, (1, 2, 3, 4), "a.png"),
-        ({"sign_first_char": "2", "sign_last_char": "8"}, (0, 0, 9, 9), "a.png"),
+        ({"sign_word": "EXIT"}, (0, 0, 9, 9), "a.png"),
     ]  # the sign without text has nothing to probe
     (folder / "instances_train.json").write_text(json.dumps({"images": []}))
     with pytest.raises(ProbeDataError, match="malformed annotation"):
@@ -100,27 +100,25 @@ def test_read_objects_labels_shapes_and_sign_text_and_names_bad_files(tmp_path: 
 
 @pytest.mark.slow  # fits a probe per attribute (> 1 min on a loaded CPU)
 def test_score_attributes_fits_each_attribute_on_the_objects_that_have_it() -> None:
-    # Shaped objects: feature 0 says the colour; signs: feature 1 says the first character, the last is noise.
+    # Shaped objects: feature 0 says the colour; signs: feature 1 says the word.
     def shaped(colour: str) -> ProbeObject:
         return ProbeObject(Path("x.png"), 8, 8, (0, 0, 1, 1), {"color": colour, "shape": "star"}, "small")
 
-    def sign(first: str, last: str) -> ProbeObject:
-        labels = {"sign_first_char": first, "sign_last_char": last}
-        return ProbeObject(Path("x.png"), 8, 8, (0, 0, 1, 1), labels, "large")
+    def sign(word: str) -> ProbeObject:
+        return ProbeObject(Path("x.png"), 8, 8, (0, 0, 1, 1), {"sign_word": word}, "large")
 
-    train = [shaped("red"), shaped("blue"), shaped("red"), sign("A", "1"), sign("B", "1"), sign("A", "2")]
-    test = [shaped("blue"), sign("B", "2"), sign("A", "1")]
-    rows = {"red": [1.0, 0.0], "blue": [-1.0, 0.0], "A": [0.0, 1.0], "B": [0.0, -1.0]}
+    train = [shaped("red"), shaped("blue"), shaped("red"), sign("EXIT"), sign("STOP"), sign("EXIT")]
+    test = [shaped("blue"), sign("STOP"), sign("EXIT")]
+    rows = {"red": [1.0, 0.0], "blue": [-1.0, 0.0], "EXIT": [0.0, 1.0], "STOP": [0.0, -1.0]}
 
     def features(objects: list[ProbeObject]) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.tensor([rows[o.labels.get("color") or o.labels["sign_first_char"]] for o in objects])
+        x = torch.tensor([rows[o.labels.get("color") or o.labels["sign_word"]] for o in objects])
         return x, torch.cat([x, x], 1)
 
     report = score_attributes(train, test, features(train), features(test))
-    assert set(report) == {"color", "shape", "sign_first_char", "sign_last_char"}
-    assert report["color"]["test_objects"] == 1 and report["sign_first_char"]["test_objects"] == 2
+    assert set(report) == {"color", "shape", "sign_word"}
+    assert report["color"]["test_objects"] == 1 and report["sign_word"]["test_objects"] == 2
     assert report["color"]["region"]["accuracy"] == 1.0
-    assert report["sign_first_char"]["centre"] == {"accuracy": 1.0, "by_size": {"large": 1.0}}
-    last = report["sign_last_char"]
-    assert last["chance"] == 0.5 and last["majority"] == round(2 / 3, 4)
+    assert report["sign_word"]["centre"] == {"accuracy": 1.0, "by_size": {"large": 1.0}}
+    assert report["sign_word"]["chance"] == 0.5 and report["sign_word"]["majority"] == round(2 / 3, 4)
     assert report["shape"]["chance"] == 1.0  # one shape in training: the probe can only say "star"
