@@ -32,6 +32,7 @@ from react_explorer.ui.results_view import (
     gallery_label,
     summary_rows,
 )
+from react_explorer.ui.safe_pictures import picture_or_error
 from vision_common.atomic import OutputNotWritableError
 
 log = logging.getLogger("react_explorer.ui")
@@ -107,10 +108,16 @@ class ExplorerHandlers:
         k: float,
         dedup: bool,
         model: str,
+        task: str | None = None,
         progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio's injection protocol
     ) -> tuple[Any, ...]:
-        """Galleries (one per class), summary, coverage pictures, status, cleared selection, the new result."""
+        """Galleries (one per class), summary, coverage pictures, status, cleared selection, the new result.
+
+        An empty class box with a task chosen means the task's classes: a Retrieve pressed right after picking
+        a task can arrive before the box is filled, and once answered "the class list is empty" (issue 19)."""
         try:
+            if task and not (classes or "").strip():
+                classes = task_classes_text(self.services.cfg.tasks_dir, task)
             query = build_query(index, classes, templates, template_file, mode, k, dedup, model)
             result = run_retrieval(self.services, query, notice=_notice(progress))
         except USER_ERRORS as exc:
@@ -152,8 +159,12 @@ class ExplorerHandlers:
     @staticmethod
     def _coverage(result: ExplorerResult) -> tuple[Any, Any, Any]:
         table = gr.Dataframe(value=summary_rows(result.retrieval, result.stats))
-        overlap = overlap_picture(result.stats.classes, result.stats.overlap)
-        histogram = histogram_picture(result.histogram_edges, result.histogram_counts)
+        overlap = picture_or_error(
+            "overlap picture", lambda: overlap_picture(result.stats.classes, result.stats.overlap)
+        )
+        histogram = picture_or_error(
+            "similarity histogram", lambda: histogram_picture(result.histogram_edges, result.histogram_counts)
+        )
         return table, overlap, histogram
 
     def _status(self, result: ExplorerResult) -> str:

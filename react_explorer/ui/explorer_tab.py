@@ -166,7 +166,7 @@ def build_explorer_tab(services: ExplorerServices) -> None:
     template_file.upload(handlers.template_uploaded, [template_file], [templates], **cheap)
     run.click(
         handlers.retrieve,
-        [index, classes, templates, template_file, mode, k, dedup, model],
+        [index, classes, templates, template_file, mode, k, dedup, model, task],
         [
             *galleries,
             summary,
