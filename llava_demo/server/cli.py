@@ -22,7 +22,13 @@ from llava_demo.backends.base import BACKEND_KINDS, BackendError, ChatBackend
 from llava_demo.backends.factory import make_backend
 from llava_demo.presets import PresetError, UnknownModelError, resolve_model
 from llava_demo.server.app import create_app
-from llava_demo.server.config import DEFAULT_MODEL, DEFAULT_PORT, ServerConfig, ServerConfigError
+from llava_demo.server.config import (
+    DEFAULT_MAX_CHARS,
+    DEFAULT_MODEL,
+    DEFAULT_PORT,
+    ServerConfig,
+    ServerConfigError,
+)
 from vision_common.chat.templates import UnknownTemplateError, get_template
 from vision_common.cli_help import HelpFormatter
 
@@ -143,6 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest request body; bigger ones get 413 (default 64 MiB)",
     )
     limits.add_argument(
+        "--max-request-chars",
+        type=int,
+        default=DEFAULT_MAX_CHARS,
+        help="characters of text in one request; more gets 400 before tokenizing",
+    )
+    limits.add_argument(
+        "--max-message-chars",
+        type=int,
+        default=DEFAULT_MAX_CHARS,
+        help="characters of text in one message; more gets 400 before tokenizing",
+    )
+    limits.add_argument(
         "--image-root", type=Path, help="clients may name image files inside this folder only"
     )
     limits.add_argument(
@@ -195,6 +213,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             api_key=args.api_key,
             default_max_tokens=args.default_max_tokens,
             max_request_bytes=args.max_request_bytes,
+            max_request_chars=args.max_request_chars,
+            max_message_chars=args.max_message_chars,
             stream_interval_ms=args.stream_interval_ms,
         )
     except ServerConfigError as exc:
