@@ -25,6 +25,7 @@ from transformers import (
     TextIteratorStreamer,
 )
 
+from llava_demo.backends.answer_text import LeadingWhitespaceTrimmer
 from llava_demo.backends.base import (
     BackendBase,
     BackendError,
@@ -265,17 +266,18 @@ class LocalBackend(BackendBase):
 
         worker = threading.Thread(target=run, name=f"generate-{self._model_id}", daemon=True)
         text_filter = StopStringFilter(stops)
+        trimmer = LeadingWhitespaceTrimmer()
         worker.start()
         try:
             for chunk in streamer:
-                text = text_filter.feed(chunk)
+                text = trimmer.feed(text_filter.feed(chunk))
                 if text:
                     yield StreamEvent.delta(text)
                 if text_filter.stopped:
                     halt.set()
                     break
             else:
-                tail = text_filter.flush()
+                tail = trimmer.feed(text_filter.flush())
                 if tail:
                     yield StreamEvent.delta(tail)
         except queue.Empty:

@@ -16,6 +16,7 @@ from react_explorer.index.manifest import read_manifest
 from react_explorer.ui.coverage_pictures import histogram_picture, overlap_picture
 from react_explorer.ui.explorer_actions import (
     ExplorerResult,
+    ExportResult,
     export_subset,
     find_item,
     neighbours,
@@ -214,7 +215,7 @@ class ExplorerHandlers:
         placeholder, roots = placeholder_image(), self.services.allowed_roots()
         gallery = gr.Gallery(
             value=[_media(n, roots, placeholder) for n in found],
-            label=f"More like this: pool row {item.id} ({len(found)} neighbours, itself first)",
+            label=f"More like this: pool row {item.id} ({len(found)} neighbours)",
             selected_index=None,
         )
         return gallery, f"{len(found)} pairs nearest to pool row {item.id}.", found
@@ -229,12 +230,29 @@ class ExplorerHandlers:
             _log_unexpected(exc)
             gr.Warning(str(exc))
             return gr.skip(), error_status(str(exc))
-        dropped = (
-            f" ({done.dropped_missing} rows left out: their image file is missing)"
-            if done.dropped_missing
-            else ""
-        )
-        return str(done.path), f"Exported {done.rows} rows to `{done.path}`{dropped}."
+        return str(done.path), export_status(done)
+
+
+def export_status(done: ExportResult) -> str:
+    """Rows and distinct pairs: a pair retrieved for two classes is one row per class (issue 19: "249 rows"
+    against a status that had said "248 pairs")."""
+    dropped = (
+        f" ({done.dropped_missing} rows left out: their image file is missing)"
+        if done.dropped_missing
+        else ""
+    )
+    rows = f"{done.rows} row" if done.rows == 1 else f"{done.rows} rows"
+    pairs = (
+        f"{done.distinct_pairs} distinct pair"
+        if done.distinct_pairs == 1
+        else f"{done.distinct_pairs} distinct pairs"
+    )
+    shared = (
+        " (a pair retrieved for several classes has one row per class)"
+        if done.rows != done.distinct_pairs
+        else ""
+    )
+    return f"Exported {rows}, {pairs}{shared}, to `{done.path}`{dropped}."
 
 
 def _media(item: ResultItem, roots: list, placeholder: Image.Image) -> tuple[Any, str]:
