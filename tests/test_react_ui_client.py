@@ -135,7 +135,12 @@ def test_export_equals_the_retrieve_cli_and_more_like_this_finds_the_row(served,
     path, info = c.predict("toy_subset", api_name="/react_export")
     exported = served.cfg.export_dir / "toy_subset.parquet"
     distinct = len(set(pq.read_table(exported).column("id").to_pylist()))
-    assert info == {"file": str(exported), "rows": info["rows"], "dropped_missing": 0, "distinct_pairs": distinct}
+    assert info == {
+        "file": str(exported),
+        "rows": info["rows"],
+        "dropped_missing": 0,
+        "distinct_pairs": distinct,
+    }
     assert pq.read_table(path).equals(pq.read_table(exported))
     cli_out = tmp_path / "cli.parquet"
     rc = retrieve_main(["--index", str(served.user_index), "--classes", CLASSES, "--templates",
