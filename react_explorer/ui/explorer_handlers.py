@@ -149,7 +149,7 @@ class ExplorerHandlers:
             removed = result.retrieval.removed_duplicates.get(name, 0)
             updates.append(
                 gr.Gallery(
-                    value=[_media(item, roots, placeholder) for item in shown],
+                    value=[self._media(item, roots, placeholder) for item in shown],
                     label=gallery_label(name, len(shown), len(items), removed),
                     visible=True,
                     selected_index=None,
@@ -214,11 +214,17 @@ class ExplorerHandlers:
             return gr.skip(), error_status(str(exc)), gr.skip()
         placeholder, roots = placeholder_image(), self.services.allowed_roots()
         gallery = gr.Gallery(
-            value=[_media(n, roots, placeholder) for n in found],
+            value=[self._media(n, roots, placeholder) for n in found],
             label=f"More like this: pool row {item.id} ({len(found)} neighbours)",
             selected_index=None,
         )
         return gallery, f"{len(found)} pairs nearest to pool row {item.id}.", found
+
+    def _media(self, item: ResultItem, roots: list, placeholder: Image.Image) -> tuple[Any, str]:
+        """A staged copy of the item's image (never a path into the pool folder), or the placeholder."""
+        path = displayable_image(item, roots)
+        staged = self.services.shown.stage(path) if path else None
+        return staged or placeholder, gallery_caption(item)
 
     # ----- export -----------------------------------------------------------------------------------------
     def export(self, result: ExplorerResult | None, name: str) -> tuple[Any, str]:
@@ -253,10 +259,6 @@ def export_status(done: ExportResult) -> str:
         else ""
     )
     return f"Exported {rows}, {pairs}{shared}, to `{done.path}`{dropped}."
-
-
-def _media(item: ResultItem, roots: list, placeholder: Image.Image) -> tuple[Any, str]:
-    return displayable_image(item, roots) or placeholder, gallery_caption(item)
 
 
 def _notice(progress: gr.Progress) -> Callable[[str], None]:

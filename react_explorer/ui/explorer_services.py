@@ -25,6 +25,7 @@ from react_explorer.ui.index_sources import (
     index_choices,
     pool_folders,
 )
+from react_explorer.ui.served_images import ServedImages
 
 if TYPE_CHECKING:
     from react_explorer.embedding.encoders import ClipEncoder
@@ -44,12 +45,13 @@ class ExplorerServices:
         self._indexes: OrderedDict[Path, ClipIndex] = OrderedDict()
         self._encoders: dict[str, ClipEncoder] = {}
         self.last_build_seconds: float | None = None
+        self.shown = ServedImages()  # the only way pool images reach the page (not the pool folder)
 
     def choices(self) -> list[IndexChoice]:
         return index_choices(self.cfg)
 
     def allowed_roots(self) -> list[Path]:
-        """Folders whose images galleries may show (also handed to ``launch(allowed_paths=...)``)."""
+        """Folders whose images galleries may show (staged through ``shown``; never served as folders)."""
         return [Path(folder) for folder in pool_folders(self.cfg)]
 
     def index_dir(self, value: str) -> Path:
@@ -99,6 +101,7 @@ class ExplorerServices:
         with self._lock:
             self._indexes.clear()
             self._encoders.clear()
+        self.shown.close()
 
     def _build_embedded(self, directory: Path, notice: BuildNotice | None) -> None:
         with self._build_lock:

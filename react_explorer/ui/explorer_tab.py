@@ -34,13 +34,14 @@ def react_explorer_tab(cfg: ExplorerConfig) -> AppTab:
 
 
 def tab_from_services(services: ExplorerServices) -> AppTab:
-    folders = {str(root) for root in services.allowed_roots()} | {str(services.cfg.export_dir)}
+    # Only the exports are served as a folder; shown images are staged copies (``served_images``), so the pool
+    # folder (its metadata, pool_truth.parquet) is never reachable by URL (issue 19).
     return AppTab(
         title="REACT explorer",
         tab_id="react",
         build=lambda: build_explorer_tab(services),
         close=services.close,
-        allowed_paths=tuple(sorted(folders)),
+        allowed_paths=(str(services.cfg.export_dir),),
     )
 
 
