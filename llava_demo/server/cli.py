@@ -31,6 +31,7 @@ from llava_demo.server.config import (
 )
 from vision_common.chat.templates import UnknownTemplateError, get_template
 from vision_common.cli_help import HelpFormatter
+from vision_common.logging_setup import configure_logging
 
 log = logging.getLogger("llava_demo.server.cli")
 EXIT_STARTUP_ERROR = 2
@@ -233,9 +234,7 @@ def load_backend(config: ServerConfig) -> ChatBackend:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level.upper())
     try:
         config = config_from_args(args)
         if not config.loopback_only and config.api_key is None:
