@@ -68,6 +68,9 @@ class ExplorerHandlers:
                 if problem:
                     return error_status(problem)
                 directory = self.services.index_dir(value)
+                building = self.services.background.describe()
+                if not embedded_index_ready(directory) and self.services.background.state().running:
+                    return building
                 if not embedded_index_ready(directory):
                     return (
                         f"The SynthWorld pool ({self.services.cfg.pool_parquet}) is indexed on first use into "
@@ -78,6 +81,10 @@ class ExplorerHandlers:
             return error_status(str(exc))
         kinds = ", ".join(f"{m}: {e['plan']['factory']}" for m, e in manifest.modalities.items())
         return f"{manifest.count:,} pairs, {manifest.dim}-d ({kinds}); model `{manifest.model}`"
+
+    def build_tick(self, value: str | None) -> tuple[str, Any]:
+        """The index line while the background build runs; the timer stops once it is over."""
+        return self.index_info(value), gr.Timer(active=self.services.background.state().running)
 
     def refresh_indexes(self, current: str | None) -> Any:
         choices = [(choice.label, choice.value) for choice in self.services.choices()]
