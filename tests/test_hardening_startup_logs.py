@@ -51,7 +51,7 @@ def test_the_app_starts_without_noise(tmp_path):
     }
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "app.py", "--no-preload", "--port", str(port),
-                                    "--feedback-log", ""], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+                                    "--feedback-log", "", "--react-no-background-build"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
