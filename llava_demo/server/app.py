@@ -32,6 +32,7 @@ from llava_demo.server.jobs import AdmissionGate, ClientDisconnected, Disconnect
 from llava_demo.server.requests import build_conversation, parse_chat_request, parse_json_body
 from llava_demo.server.responses import DONE_EVENT, ChunkWriter, completion_body, new_completion_id
 from llava_demo.server.routes import add_info_routes
+from llava_demo.server.schema import install_openapi
 from llava_demo.server.state import (
     ServerState,
     check_api_key,
@@ -224,7 +225,7 @@ def create_app(backend: ChatBackend, config: ServerConfig) -> FastAPI:
     app = FastAPI(
         title="LLaVA-NeXT OpenAI-compatible server",
         description="OpenAI chat completions with images, SGLang-style health endpoints.",
-        docs_url=None,
+        docs_url="/docs",  # the request/response schema (llava_demo.server.schema)
         redoc_url=None,
     )
     gate = AdmissionGate(config.max_concurrency, config.max_queue)
@@ -259,4 +260,5 @@ def create_app(backend: ChatBackend, config: ServerConfig) -> FastAPI:
             return error_response(job_error(exc))
 
     add_info_routes(app, state)
+    install_openapi(app)
     return app
