@@ -15,13 +15,14 @@ import sys
 from collections.abc import Sequence
 
 from app_shell.args import parse_settings
+from vision_common.logging_setup import configure_logging
 
 EXIT_STARTUP_ERROR = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)  # --help and bad flags answer before Gradio is imported
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)  # our INFO lines, third-party chatter (faiss, httpx) at WARNING
     log = logging.getLogger("app")
     if not settings.chat.loopback_only:
         log.warning(

@@ -124,7 +124,9 @@ def start(command: list[str], scratch: Path, name: str) -> RunningApp:
 
 def app_command(model: str) -> list[str]:
     """``python app.py`` on ``model``, port filled in by ``start``, feedback logging off."""
-    return [sys.executable, "app.py", "--model", model, "--port", "{port}", "--feedback-log", ""]
+    # No background index build: it would take the CPU the chat timings measure.
+    return [sys.executable, "app.py", "--model", model, "--port", "{port}", "--feedback-log", "",
+            "--react-no-background-build"]  # fmt: skip
 
 
 def scratch_dir() -> tempfile.TemporaryDirectory:

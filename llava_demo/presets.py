@@ -62,6 +62,11 @@ class ModelPreset:
     sglang_chat_template: str | None = None
     sglang_extra_args: tuple[str, ...] = ()
     notes: str = ""
+    card: str = ""
+    """One line for users: what the model is and knows (shown under the chat's model selector)."""
+    image_only: bool = False
+    """Trained only on conversations about an image: a turn without one is answered by ``backends.image_only``
+    instead of the model, which would describe an image that is not there (issue 19)."""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -115,13 +120,23 @@ class ResolvedModel:
     notes: str = ""
     preset: ModelPreset | None = field(default=None, compare=False)
 
+    @property
+    def image_only(self) -> bool:
+        return self.preset is not None and self.preset.image_only
+
     def __post_init__(self) -> None:
         if self.template is not None:
             get_template(self.template)  # UnknownTemplateError lists the valid names
 
 
 _REQUIRED_FIELDS = {"checkpoint": str, "source": str, "template": str, "backend": str}
-_OPTIONAL_FIELDS = {"sglang_chat_template": (str, type(None)), "sglang_extra_args": list, "notes": str}
+_OPTIONAL_FIELDS = {
+    "sglang_chat_template": (str, type(None)),
+    "sglang_extra_args": list,
+    "notes": str,
+    "card": str,
+    "image_only": bool,
+}
 
 
 def parse_preset(name: str, entry: Any) -> ModelPreset:
@@ -152,6 +167,8 @@ def parse_preset(name: str, entry: Any) -> ModelPreset:
         sglang_chat_template=entry.get("sglang_chat_template"),
         sglang_extra_args=tuple(extra_args),
         notes=entry.get("notes", ""),
+        card=entry.get("card", ""),
+        image_only=entry.get("image_only", False),
     )
 
 

@@ -12,7 +12,18 @@ ensure_venv() {
         "$py" -m venv "$VENV"
     fi
     # Reinstall only when pyproject.toml changed or new extras are asked for (a stamp keeps reruns fast).
-    local stamp="$VENV/.installed-$(sha256sum "$REPO_ROOT/pyproject.toml" | cut -c1-16)-${extras:-base}"
+    local hash
+    hash="$(sha256sum "$REPO_ROOT/pyproject.toml" | cut -c1-16)"
+    local stamp="$VENV/.installed-$hash-${extras:-base}"
+    # Extras only add packages: an install with any extras (dev, after scripts/test) covers the runtime.
+    if [ -z "$extras" ] && [ ! -f "$stamp" ]; then
+        for candidate in "$VENV/.installed-$hash-"*; do
+            if [ -f "$candidate" ]; then
+                stamp="$candidate"
+                break
+            fi
+        done
+    fi
     if [ ! -f "$stamp" ]; then
         echo "[setup] installing project${extras:+ [$extras]} into .venv"
         "$VENV/bin/python" -m pip install --quiet --upgrade pip

@@ -25,6 +25,7 @@ from transformers import (
     TextIteratorStreamer,
 )
 
+from llava_demo.backends.answer_text import LeadingWhitespaceTrimmer
 from llava_demo.backends.base import (
     BackendBase,
     BackendError,
@@ -37,6 +38,7 @@ from llava_demo.backends.base import (
     Usage,
     check_conversation,
 )
+from llava_demo.backends.image_only import needs_image_reply, no_image_events
 from llava_demo.backends.images import prepare_images
 from llava_demo.backends.local_config import LocalBackendConfig
 from llava_demo.backends.local_device import pick_device_and_dtype
@@ -96,8 +98,10 @@ class LocalBackend(BackendBase):
         *,
         model_id: str,
         config: LocalBackendConfig,
+        image_only: bool = False,
     ) -> None:
         self._model = model
+        self.image_only = image_only  # trained on image turns only: see backends.image_only
         self._processor = processor
         self.template = template
         self._model_id = model_id
@@ -184,7 +188,9 @@ class LocalBackend(BackendBase):
             template = choose_template(resolved, owner, prefer=prefer)
         except TemplateError as exc:
             raise BackendUnavailable(f"cannot serve {resolved.name!r}: {exc}") from exc
-        return cls(loaded, processor, template, model_id=resolved.name, config=cfg)
+        return cls(
+            loaded, processor, template, model_id=resolved.name, config=cfg, image_only=resolved.image_only
+        )
 
     # -- the interface ------------------------------------------------------------------------------------
 
@@ -199,6 +205,8 @@ class LocalBackend(BackendBase):
         if self._model is None:
             raise BackendUnavailable(f"the local backend for {self._model_id} is closed")
         check_conversation(conversation)
+        if needs_image_reply(conversation, self.image_only):
+            return no_image_events()
         params = params or SamplingParams()
         images = prepare_images(conversation.images, self.config.image_limits)
         with self._prepare_lock:
@@ -265,17 +273,18 @@ class LocalBackend(BackendBase):
 
         worker = threading.Thread(target=run, name=f"generate-{self._model_id}", daemon=True)
         text_filter = StopStringFilter(stops)
+        trimmer = LeadingWhitespaceTrimmer()
         worker.start()
         try:
             for chunk in streamer:
-                text = text_filter.feed(chunk)
+                text = trimmer.feed(text_filter.feed(chunk))
                 if text:
                     yield StreamEvent.delta(text)
                 if text_filter.stopped:
                     halt.set()
                     break
             else:
-                tail = text_filter.flush()
+                tail = trimmer.feed(text_filter.flush())
                 if tail:
                     yield StreamEvent.delta(tail)
         except queue.Empty:

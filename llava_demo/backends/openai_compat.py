@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from llava_demo.backends.answer_text import LeadingWhitespaceTrimmer
 from llava_demo.backends.base import (
     BackendBase,
     BackendError,
@@ -240,6 +241,7 @@ class OpenAICompatBackend(BackendBase):
         source = f"the server at {self.config.base_url}"
         finish: FinishReason | None = None
         usage: Usage | None = None
+        trimmer = LeadingWhitespaceTrimmer()  # SGLang and others send the tokenizer's leading space too
         try:
             with self._client.stream("POST", "/chat/completions", json=body) as response:
                 unregister = cancel.add_callback(lambda: _shutdown_socket(response))
@@ -253,8 +255,9 @@ class OpenAICompatBackend(BackendBase):
                         if payload.strip() == DONE_SENTINEL:
                             break
                         chunk = parse_chunk(payload, source=source)
-                        if chunk.text:
-                            yield StreamEvent.delta(chunk.text)
+                        text = trimmer.feed(chunk.text)
+                        if text:
+                            yield StreamEvent.delta(text)
                         finish = chunk.finish_reason or finish
                         usage = chunk.usage or usage
                 finally:

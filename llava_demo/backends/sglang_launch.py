@@ -9,7 +9,7 @@ and stops the whole group on ``close`` (SIGTERM, then SIGKILL after a grace peri
 
 SGLang is a GPU-only extra and is not installed where this project is tested; the tests run the same code
 with a small fake server script in place of the ``sglang.launch_server`` module, and check the argv with
-SGLang's own parser (tests/test_sglang_conformance_launch.py) for the pinned ``SGLANG_VERSION``.
+SGLang's own parser (tests/llava_demo/backends/test_sglang_conformance_launch.py) for the pinned ``SGLANG_VERSION``.
 """
 
 from __future__ import annotations

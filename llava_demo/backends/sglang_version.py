@@ -3,7 +3,7 @@ layout are checked against this version's own code (tests/test_sglang_conformanc
 "What is verified against SGLang, and how"). Bumping it means rerunning that suite against the new release.
 
 Kept in its own module, free of imports, so the launcher, the docs check and the test environment
-(tests/sglang_env.py) read one constant.
+(tests/support/sglang_env.py) read one constant.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from llava_demo.server.jobs import AdmissionGate, ClientDisconnected, Disconnect
 from llava_demo.server.requests import build_conversation, parse_chat_request, parse_json_body
 from llava_demo.server.responses import DONE_EVENT, ChunkWriter, completion_body, new_completion_id
 from llava_demo.server.routes import add_info_routes
+from llava_demo.server.schema import install_openapi
 from llava_demo.server.state import (
     ServerState,
     check_api_key,
@@ -40,10 +41,13 @@ from llava_demo.server.state import (
     served_template_name,
     start_job,
 )
+from llava_demo.server.text_bounds import check_text_bounds, refuse_text_only_body
 
 log = logging.getLogger("llava_demo.server.cli")
 # Status for a response nobody will read (the client is gone); nginx's name for it.
 CLIENT_CLOSED_REQUEST = 499
+# Bodies above this are parsed in a worker thread (about 2 ms of JSON; smaller ones cost less than the hop).
+LARGE_BODY_BYTES = 256 * 1024
 _NO_DONE = "the backend's stream ended without a final event (the answer may be incomplete)"
 
 
@@ -157,7 +161,14 @@ async def _chat_completions(state: ServerState, request: Request) -> Response:
     config = state.config
     check_api_key(config, request)
     body = await read_body(request, config.max_request_bytes)
-    parsed = parse_chat_request(parse_json_body(body), default_max_tokens=config.default_max_tokens)
+    bounds = config.text_bounds()
+    refuse_text_only_body(body, bounds)  # before parsing: a 50 MB prompt is refused from its length alone
+    if len(body) > LARGE_BODY_BYTES:
+        raw = await asyncio.to_thread(parse_json_body, body)  # base64 images: keep the loop free meanwhile
+    else:
+        raw = parse_json_body(body)
+    parsed = parse_chat_request(raw, default_max_tokens=config.default_max_tokens)
+    check_text_bounds(parsed, bounds)  # before the backend tokenizes anything
     if not config.accepts_model(parsed.model):
         raise ApiError(
             404,
@@ -167,11 +178,9 @@ async def _chat_completions(state: ServerState, request: Request) -> Response:
             param="model",
         )
     check_requested_template(state, parsed.chat_template)
-    if any(message.images for message in parsed.messages):
-        # Decoding takes milliseconds per image: keep the event loop free meanwhile.
-        conversation, notices = await asyncio.to_thread(build_conversation, parsed, config.image_limits())
-    else:
-        conversation, notices = build_conversation(parsed, config.image_limits())
+    # Decoding takes milliseconds per image: keep the event loop free meanwhile (tokenizing happens in the
+    # generation thread).
+    conversation, notices = await asyncio.to_thread(build_conversation, parsed, config.image_limits())
     timeout = config.event_timeout_s
     job: GenerationJob | None = None
     async with DisconnectWatcher(request.receive) as watcher:
@@ -216,7 +225,7 @@ def create_app(backend: ChatBackend, config: ServerConfig) -> FastAPI:
     app = FastAPI(
         title="LLaVA-NeXT OpenAI-compatible server",
         description="OpenAI chat completions with images, SGLang-style health endpoints.",
-        docs_url=None,
+        docs_url="/docs",  # the request/response schema (llava_demo.server.schema)
         redoc_url=None,
     )
     gate = AdmissionGate(config.max_concurrency, config.max_queue)
@@ -251,4 +260,5 @@ def create_app(backend: ChatBackend, config: ServerConfig) -> FastAPI:
             return error_response(job_error(exc))
 
     add_info_routes(app, state)
+    install_openapi(app)
     return app

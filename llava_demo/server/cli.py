@@ -22,9 +22,16 @@ from llava_demo.backends.base import BACKEND_KINDS, BackendError, ChatBackend
 from llava_demo.backends.factory import make_backend
 from llava_demo.presets import PresetError, UnknownModelError, resolve_model
 from llava_demo.server.app import create_app
-from llava_demo.server.config import DEFAULT_MODEL, DEFAULT_PORT, ServerConfig, ServerConfigError
+from llava_demo.server.config import (
+    DEFAULT_MAX_CHARS,
+    DEFAULT_MODEL,
+    DEFAULT_PORT,
+    ServerConfig,
+    ServerConfigError,
+)
 from vision_common.chat.templates import UnknownTemplateError, get_template
 from vision_common.cli_help import HelpFormatter
+from vision_common.logging_setup import configure_logging
 
 log = logging.getLogger("llava_demo.server.cli")
 EXIT_STARTUP_ERROR = 2
@@ -143,6 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest request body; bigger ones get 413 (default 64 MiB)",
     )
     limits.add_argument(
+        "--max-request-chars",
+        type=int,
+        default=DEFAULT_MAX_CHARS,
+        help="characters of text in one request; more gets 400 before tokenizing",
+    )
+    limits.add_argument(
+        "--max-message-chars",
+        type=int,
+        default=DEFAULT_MAX_CHARS,
+        help="characters of text in one message; more gets 400 before tokenizing",
+    )
+    limits.add_argument(
         "--image-root", type=Path, help="clients may name image files inside this folder only"
     )
     limits.add_argument(
@@ -195,6 +214,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             api_key=args.api_key,
             default_max_tokens=args.default_max_tokens,
             max_request_bytes=args.max_request_bytes,
+            max_request_chars=args.max_request_chars,
+            max_message_chars=args.max_message_chars,
             stream_interval_ms=args.stream_interval_ms,
         )
     except ServerConfigError as exc:
@@ -213,9 +234,7 @@ def load_backend(config: ServerConfig) -> ChatBackend:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level.upper())
     try:
         config = config_from_args(args)
         if not config.loopback_only and config.api_key is None:

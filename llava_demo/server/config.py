@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from llava_demo.backends.base import BACKEND_KINDS, BackendKind
+from llava_demo.server.text_bounds import TextBounds
 from vision_common.images.limits import ImageLimits
 from vision_common.network import is_loopback_host
 
@@ -16,6 +17,9 @@ DEFAULT_MODEL = "synthworld-llava-next"
 DEFAULT_PORT = 30000
 # The default answer length when a request gives neither max_tokens nor max_completion_tokens.
 DEFAULT_MAX_TOKENS = 512
+# Text characters per request and per message: about 64k tokens of English, above any served model's context,
+# and small enough that refusing more costs milliseconds (issue 19).
+DEFAULT_MAX_CHARS = 256 * 1024
 # Names every request may use for the served model: SGLang's tests send "default" (serving.md §3).
 MODEL_ALIASES = ("default",)
 
@@ -50,6 +54,10 @@ class ServerConfig:
     max_image_bytes: int = 20 * 1024 * 1024
     max_request_bytes: int = 64 * 1024 * 1024
     """Largest request body (a few base64 images plus text); larger ones are refused with 413 unread."""
+    max_request_chars: int = DEFAULT_MAX_CHARS
+    """Characters of text in all messages of one request; more is refused (400) before anything is tokenized."""
+    max_message_chars: int = DEFAULT_MAX_CHARS
+    """Characters of text in one message (after merging consecutive messages of one role)."""
     api_key: str | None = None
     """When set, /v1/* needs ``Authorization: Bearer <key>``; /health stays open like SGLang's."""
     default_max_tokens: int = DEFAULT_MAX_TOKENS
@@ -100,6 +108,10 @@ class ServerConfig:
             self.image_limits()
         except ValueError as exc:
             raise ServerConfigError(f"image limits: {exc}") from exc
+        try:
+            self.text_bounds()
+        except ValueError as exc:
+            raise ServerConfigError(f"text bounds: {exc}") from exc
 
     @property
     def model_name(self) -> str:
@@ -118,6 +130,9 @@ class ServerConfig:
             max_pixels=self.max_pixels,
             max_bytes=self.max_image_bytes,
         )
+
+    def text_bounds(self) -> TextBounds:
+        return TextBounds(self.max_request_chars, self.max_message_chars)
 
     def accepts_model(self, requested: str | None) -> bool:
         """Requests may name the served model, the model as configured, or an alias such as "default"."""

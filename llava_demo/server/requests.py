@@ -139,7 +139,9 @@ def _parse_messages(raw: Any) -> tuple[RequestMessage, ...]:
         param = f"messages[{index}]"
         if not isinstance(item, Mapping):
             raise _bad(f"{param} must be an object with 'role' and 'content'", param)
-        role = _ROLE_ALIASES.get(item.get("role"))  # type: ignore[arg-type]
+        raw_role = item.get("role")
+        # A non-string role (a list, an object) is a 400 like any unknown one (schemathesis found it a 500).
+        role = _ROLE_ALIASES.get(raw_role) if isinstance(raw_role, str) else None
         if role is None:
             raise _bad(
                 f"{param}.role must be one of {sorted(_ROLE_ALIASES)}, got {item.get('role')!r}", param

@@ -16,7 +16,9 @@ from typing import Any
 
 from llava_demo.backends.base import BackendError, ChatBackend
 from llava_demo.backends.factory import make_backend
+from llava_demo.presets import PresetError, UnknownModelError, resolve_model
 from llava_demo.server.cli import StartupError, check_local_model
+from llava_demo.ui.hub_cache import HubProblem, current_hub_problem, one_sentence
 from llava_demo.ui.paced_backend import PacedBackend
 from llava_demo.ui.settings import ChatSettings
 
@@ -32,9 +34,15 @@ class ModelUnavailableError(RuntimeError):
 class BackendPool:
     """Thread-safe cache of backends keyed by (model, template override)."""
 
-    def __init__(self, settings: ChatSettings, factory: BackendFactory = make_backend) -> None:
+    def __init__(
+        self,
+        settings: ChatSettings,
+        factory: BackendFactory = make_backend,
+        hub_problem: HubProblem = current_hub_problem,
+    ) -> None:
         self.settings = settings
         self._factory = factory
+        self._hub_problem = hub_problem
         self._lock = threading.Lock()
         # One load at a time: two models loading at once on a small machine only slows both.
         self._load_lock = threading.Lock()
@@ -46,8 +54,13 @@ class BackendPool:
             return
         try:
             check_local_model(model)
-        except StartupError as exc:
+            resolved = resolve_model(model)
+        except (StartupError, UnknownModelError, PresetError) as exc:
             raise ModelUnavailableError(str(exc)) from exc
+        if resolved.source == "hub":
+            problem = self._hub_problem(resolved.checkpoint)
+            if problem:
+                raise ModelUnavailableError(problem)
 
     def get(self, model: str, template: str | None = None) -> ChatBackend:
         """The backend for ``model`` (loading it if needed); ``template`` overrides the chat template."""
@@ -102,6 +115,9 @@ class BackendPool:
             raise ModelUnavailableError(
                 f"cannot load {model!r} ({self.settings.backend} backend): {exc}"
             ) from exc
+        except (OSError, ImportError, RuntimeError) as exc:  # transformers' hub/file errors: many lines each
+            log.warning("loading %s failed", model, exc_info=exc)
+            raise ModelUnavailableError(one_sentence(model, exc)) from exc
         if self.settings.stream_delay_ms:
             backend = PacedBackend(backend, self.settings.stream_delay_ms / 1000)
         return backend

@@ -20,6 +20,7 @@ from llava_demo.ui.chat_services import ChatServices, session_id
 from llava_demo.ui.chat_state import ChatInputError, ChatState
 from llava_demo.ui.feedback import feedback_record
 from llava_demo.ui.generations import Outcome, SessionBusyError
+from llava_demo.ui.model_card import model_card_line
 from vision_common.images.load import ImageInputError
 
 log = logging.getLogger("llava_demo.ui.chat")
@@ -202,6 +203,9 @@ class ChatHandlers:
         if problem is None:
             return ""
         return f"⚠️ **Model `{model}` is not available.** {problem}"
+
+    def model_card(self, model: str) -> str:
+        return model_card_line(model, self.services.settings.backend)
 
     def refresh_models(self, current: str) -> Any:
         choices = [(c.label, c.value) for c in self.services.model_choices()]

@@ -1,8 +1,8 @@
 """One session's chat as an immutable value, and the pure steps the chat tab takes on it.
 
 ``ChatState`` holds the ``Conversation`` the model sees (images are the paths Gradio stored the uploads at)
-and, per answer, a short note for the reader ("stopped", "hit the length limit", loader notices) that is
-shown under the answer but never sent to the model. Every function returns a new state; the tab keeps one in
+and, per answer, a short note for the reader ("stopped", "hit the length limit"; the backend's notices go to the
+status line) that is shown under the answer but never sent to the model. Every function returns a new state; the tab keeps one in
 a ``gr.State``, so sessions never share chat data.
 """
 
@@ -155,8 +155,11 @@ def _without_last(conversation: Conversation) -> Conversation:
 
 
 def answer_note(outcome: Outcome) -> str:
-    """What the reader should know about an answer, in one line ("" when nothing)."""
-    parts = [f"note: {notice}" for notice in outcome.notices]
+    """What the reader should know about the answer itself, under it ("" when nothing): stopped or cut.
+
+    The backend's notices (context fitting, image handling) are about the request, not the answer: they go to
+    the status line (``outcome_status``); in the bubble they read as if the model had said them (issue 19)."""
+    parts = []
     tokens = token_count(outcome)
     if outcome.finish_reason == "cancelled":
         parts.append(f"stopped after {tokens}")
@@ -185,9 +188,13 @@ def outcome_status(outcome: Outcome) -> str:
     timing = f"{outcome.seconds:.1f} s"
     if outcome.first_token_s is not None:
         timing += f", first token after {outcome.first_token_s:.2f} s"
+    notes = "".join(f" Note: {notice}." for notice in outcome.notices)
     if outcome.cancelled:
-        return f"**Stopped.** The backend ended the answer with finish_reason `cancelled` after {tokens} ({timing})."
-    return f"Answered: finish_reason `{outcome.finish_reason}`, {tokens}{image_tokens} ({timing})."
+        return (
+            f"**Stopped.** The backend ended the answer with finish_reason `cancelled` after {tokens} "
+            f"({timing}).{notes}"
+        )
+    return f"Answered: finish_reason `{outcome.finish_reason}`, {tokens}{image_tokens} ({timing}).{notes}"
 
 
 def chatbot_messages(state: ChatState, partial: str | None = None) -> list[dict[str, Any]]:

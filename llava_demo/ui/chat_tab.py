@@ -67,6 +67,7 @@ def build_chat_tab(services: ChatServices) -> None:
                     elem_id="chat-model",
                 )
                 refresh = gr.Button("Refresh", scale=1, min_width=60, elem_id="chat-refresh-models")
+            card = gr.Markdown(handlers.model_card(settings.model), elem_id="chat-model-card")
             template = gr.Dropdown(
                 choices=[MODEL_DEFAULT_TEMPLATE, *template_names()],
                 value=MODEL_DEFAULT_TEMPLATE,
@@ -173,6 +174,7 @@ def build_chat_tab(services: ChatServices) -> None:
     model.change(handlers.model_banner, [model], [banner], **cheap).then(
         handlers.anyres, [image_pick, model, template], panel_outputs, **cheap
     )
+    model.change(handlers.model_card, [model], [card], **cheap)
     refresh.click(handlers.refresh_models, [model], [model], **cheap)
     if services.feedback:
         chatbot.like(handlers.record_feedback, [state, model], [status], **cheap)

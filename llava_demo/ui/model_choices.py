@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from llava_demo.presets import ModelPreset
+from llava_demo.ui.hub_cache import HubProblem, current_hub_problem
 from vision_common.paths import PROJECT_ROOT
 
 ChoiceKind = Literal["preset", "checkpoint", "served"]
@@ -31,7 +32,8 @@ class ModelChoice:
     value: str
     kind: ChoiceKind
     available: bool = True
-    """False when a local preset's folder has no checkpoint yet (the embedded model before training)."""
+    """False when a local preset's folder has no checkpoint yet (the embedded model before training), or a hub
+    preset is neither cached nor downloadable (offline)."""
 
 
 def is_llava_next_checkpoint(folder: Path) -> bool:
@@ -78,9 +80,12 @@ def display_path(path: Path, project_root: Path = PROJECT_ROOT) -> str:
 
 
 def preset_choices(
-    presets: Mapping[str, ModelPreset], project_root: Path = PROJECT_ROOT
+    presets: Mapping[str, ModelPreset],
+    project_root: Path = PROJECT_ROOT,
+    hub_problem: HubProblem = current_hub_problem,
 ) -> list[ModelChoice]:
-    """The presets the in-process backend can load (SGLang-only ones are left out), with availability."""
+    """The presets the in-process backend can load (SGLang-only ones are left out), with availability: a hub
+    preset is unavailable when ``hub_problem`` names a reason (offline and not cached), said in its label."""
     choices = []
     for preset in presets.values():
         if preset.backend != "transformers":
@@ -89,7 +94,13 @@ def preset_choices(
             available = is_llava_next_checkpoint(project_root / preset.checkpoint)
             note = "embedded" if available else "not built yet"
         else:
-            available, note = True, f"hub: {preset.checkpoint}"
+            problem = hub_problem(preset.checkpoint)
+            available = problem is None
+            note = (
+                f"hub: {preset.checkpoint}"
+                if available
+                else "unavailable: offline and not in the local cache"
+            )
         choices.append(ModelChoice(f"{preset.name} ({note})", preset.name, "preset", available))
     return choices
 

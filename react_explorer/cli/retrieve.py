@@ -1,6 +1,6 @@
 """Retrieve the pool pairs for a target task given only by class names, and write them as a parquet subset.
 
-    python -m react_explorer.retrieve --index DIR --classes "a,b,c" [--templates openai|simple|FILE]
+    python -m react_explorer.retrieve [--index DIR] --classes "a,b,c" [--templates openai|simple|FILE]
         [--mode t2i|t2t] [--k 50] --out subset.parquet
 
 Each class x template prompt is its own query (REACT); the top-k of every prompt are merged per class (every
@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from react_explorer.cli.common import add_model_arguments, resolve_device, run_cli
+from react_explorer.cli.default_index import embedded_index
 from react_explorer.embedding.encoders import load_encoder
 from react_explorer.embedding.model_spec import parse_model_spec
 from react_explorer.errors import MissingImagesError, QueryError
@@ -34,6 +35,7 @@ from react_explorer.retrieval.class_queries import (
     subset_table,
 )
 from react_explorer.retrieval.prompt_templates import load_templates, parse_class_names, read_class_file
+from react_explorer.ui.explorer_config import DEFAULT_CACHE_ROOT, DEFAULT_WORLD, ExplorerConfig
 from vision_common.atomic import atomic_write_bytes
 from vision_common.cli_help import HelpFormatter
 
@@ -45,8 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument(
-        "--index", required=True, help="index directory written by react_explorer.cli.build_index"
+        "--index",
+        help="index directory written by react_explorer.cli.build_index (default: the embedded SynthWorld "
+        "pool's index, as in the app; built on first use, with progress)",
     )
+    parser.add_argument(
+        "--world",
+        type=Path,
+        default=DEFAULT_WORLD,
+        help="the SynthWorld world whose pool is used without --index",
+    )
+    parser.add_argument(
+        "--index-cache",
+        type=Path,
+        default=DEFAULT_CACHE_ROOT,
+        help="where the embedded index is kept (the app's explorer uses the same folder)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars when building the index")
     query = parser.add_mutually_exclusive_group(required=True)
     query.add_argument("--classes", help='comma-separated class names, e.g. "vorn,tessel,quorl"')
     query.add_argument("--classes-file", help="a classes.txt (one class per line), e.g. a SynthWorld task's")
@@ -88,6 +105,9 @@ def run(args: argparse.Namespace) -> ClassRetrieval:
         templates = load_templates(args.templates)
     if args.query_image is not None and not Path(args.query_image).is_file():
         raise QueryError(f"query image {args.query_image} not found")
+    if args.index is None:
+        embedded = ExplorerConfig(world=args.world, cache_root=args.index_cache)
+        args.index = str(embedded_index(embedded, progress=not args.no_progress))
     index = ClipIndex.load(args.index, verify_checksums=not args.fast_load)
     model = args.model or index.model
     if model is None:

@@ -29,6 +29,13 @@ def overlap_picture(classes: Sequence[str], overlap: np.ndarray, cell: int = 28)
     """Rows and columns are classes; a cell's shade is its count relative to the largest off-diagonal count
     (the diagonal, each class' own size, is drawn grey so that shared pairs stand out)."""
     count = len(classes)
+    overlap = np.asarray(overlap)
+    if overlap.shape != (count, count):
+        raise ValueError(
+            f"the overlap matrix is {overlap.shape}, expected ({count}, {count}) for {count} classes"
+        )
+    if overlap.size and (not np.all(np.isfinite(overlap)) or overlap.min() < 0):
+        raise ValueError("overlap counts must be finite and not negative")
     font = _font()
     margin = 8 + 7 * max((len(_short(c)) for c in classes), default=1)
     size = (margin + count * cell + 10, margin + count * cell + 10)
@@ -70,7 +77,13 @@ def histogram_picture(
     edges: np.ndarray, counts: np.ndarray, width: int = 520, height: int = 256
 ) -> Image.Image:
     """Bars of ``counts`` (summed over classes when 2-d) between ``edges``; axis labels at both ends."""
-    totals = counts.sum(axis=0) if counts.ndim == 2 else counts
+    counts = np.asarray(counts)
+    totals = counts.sum(axis=0) if counts.ndim == 2 else counts.reshape(-1)
+    if totals.size and (not np.all(np.isfinite(totals)) or totals.min() < 0):
+        raise ValueError("histogram counts must be finite and not negative")
+    edges = np.asarray(edges, dtype=np.float64).reshape(-1)
+    if edges.size < 2:
+        raise ValueError(f"a histogram needs at least 2 bin edges, got {edges.size}")
     image = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(image)
     font = _font()
@@ -79,12 +92,8 @@ def histogram_picture(
     draw.line((left, bottom, right, bottom), fill=INK)
     draw.line((left, top, left, bottom), fill=INK)
     peak = max(int(totals.max()) if totals.size else 0, 1)
-    span = (right - left) / max(len(totals), 1)
-    for b, value in enumerate(totals.tolist()):
-        if value:
-            x0 = left + b * span + 1
-            bar_top = bottom - (bottom - top) * value / peak
-            draw.rectangle((x0, bar_top, x0 + span - 2, bottom - 1), fill=BAR)
+    for x0, x1, bar_top in bar_boxes(totals, peak, left, right, top, bottom):
+        draw.rectangle((x0, bar_top, x1, bottom - 1), fill=BAR)
     draw.text((left - 4, top), str(peak), fill=INK, font=font, anchor="ra")
     draw.text((left - 4, bottom), "0", fill=INK, font=font, anchor="rs")
     draw.text((left, bottom + 4), f"{edges[0]:.3f}", fill=INK, font=font, anchor="la")
@@ -93,3 +102,24 @@ def histogram_picture(
         ((left + right) // 2, bottom + 18), "similarity of retrieved pairs", fill=INK, font=font, anchor="ma"
     )
     return image
+
+
+def bar_boxes(
+    totals: np.ndarray, peak: float, left: int, right: int, top: int, bottom: int
+) -> list[tuple[int, int, int]]:
+    """(x0, x1, bar_top) in whole pixels for each non-empty bin. Every non-empty bin gets at least one pixel
+    in both directions: a bin under 1/(bottom - top) of the peak, or more bins than pixels, once produced
+    boxes with the far edge before the near one, which Pillow refuses ("y1 must be greater than or equal
+    to y0") and which took the whole retrieval result with it."""
+    count = len(totals)
+    span = (right - left) / max(count, 1)
+    height = bottom - 1 - top
+    boxes = []
+    for b, value in enumerate(totals.tolist()):
+        if value <= 0:
+            continue
+        x0 = left + 1 + int(b * span)
+        x1 = max(x0, left + int((b + 1) * span) - 1)
+        bar_top = min(bottom - 1, round(bottom - 1 - height * min(value / peak, 1.0)))
+        boxes.append((x0, min(x1, right), bar_top))
+    return boxes

@@ -45,8 +45,9 @@ class ExplorerResult:
 @dataclass(frozen=True)
 class ExportResult:
     path: Path
-    rows: int
+    rows: int  # one per (class, pair): a pair two classes retrieved is two rows
     dropped_missing: int  # rows left out because their image file is gone
+    distinct_pairs: int  # distinct pool rows among the written rows
 
 
 def run_retrieval(
@@ -66,13 +67,17 @@ def run_retrieval(
 
 
 def neighbours(services: ExplorerServices, result: ExplorerResult, row_id: int) -> list[ResultItem]:
-    """Pool rows nearest to ``row_id``'s own embedding (image embedding when the index has one), itself first."""
+    """The k pool rows nearest to ``row_id``'s own embedding (image embedding when the index has one), without
+    the row itself: the user is looking at it already (issue 19)."""
     index = services.open_index(result.query.index)
     modality = "image" if "image" in index.modalities else "text"
     # No dedup here: an item's nearest neighbours are its near-duplicates, which is what "more like this" asks.
-    cfg: RetrievalConfig = replace(result.query.retrieval, dedup=False)
+    k = result.query.retrieval.k
+    cfg: RetrievalConfig = replace(result.query.retrieval, dedup=False, k=min(k + 1, max(index.count, 1)))
     found = more_like_this(index, int(row_id), cfg, modality=modality)
-    return next(iter(result_items(found, _rows_by_id(index, retrieved_ids(found))).values()))
+    items = next(iter(result_items(found, _rows_by_id(index, retrieved_ids(found))).values()))
+    others = [item for item in items if item.id != int(row_id)][:k]
+    return [replace(item, rank=rank) for rank, item in enumerate(others)]
 
 
 def export_subset(services: ExplorerServices, result: ExplorerResult, name: str | None) -> ExportResult:
@@ -81,7 +86,8 @@ def export_subset(services: ExplorerServices, result: ExplorerResult, name: str 
     index = services.open_index(result.query.index)
     table, dropped = check_subset_images(subset_table(index, result.retrieval), skip_missing=True)
     write_subset(table, path)
-    return ExportResult(path, table.num_rows, dropped)
+    distinct = len(set(table.column("id").to_pylist())) if table.num_rows else 0
+    return ExportResult(path, table.num_rows, dropped, distinct)
 
 
 def find_item(result: ExplorerResult, class_name: str, position: int) -> ResultItem:

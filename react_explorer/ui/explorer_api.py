@@ -58,6 +58,7 @@ class ExplorerApi:
         return str(done.path), {
             "file": str(done.path),
             "rows": done.rows,
+            "distinct_pairs": done.distinct_pairs,
             "dropped_missing": done.dropped_missing,
         }
 

@@ -47,6 +47,9 @@ class ExplorerConfig:
     """DataLoader decode processes for the first-use build (0: the vision tower, not decoding, bounds it)."""
     verify_checksums: bool = True
     """Hash every index file on load (a 30k-pair index hashes in well under a second)."""
+    background_build: bool = True
+    """Build a missing embedded index in a background thread from app start (``--react-no-background-build``:
+    on the first Retrieve instead)."""
 
     def __post_init__(self) -> None:
         for name in ("world", "clip_dir", "cache_root", "runs_root", "export_dir"):
@@ -80,6 +83,7 @@ class ExplorerConfig:
             "max_galleries": 4,
             "gallery_limit": 8,
             "build_batch_size": 16,
+            "background_build": False,
         }
         values.update(overrides)
         return cls(**values)
@@ -105,6 +109,11 @@ def add_explorer_arguments(parser: argparse.ArgumentParser) -> None:
         help="an index built by python -m react_explorer.build_index, offered in the REACT explorer tab "
         "(repeatable; runs/react/*/ is found without it)",
     )
+    group.add_argument(
+        "--react-no-background-build",
+        action="store_true",
+        help="do not build a missing embedded SynthWorld index from app start (it is built on first use instead)",
+    )
 
 
 def explorer_config_from_args(args: argparse.Namespace) -> ExplorerConfig:
@@ -112,4 +121,5 @@ def explorer_config_from_args(args: argparse.Namespace) -> ExplorerConfig:
     missing = [str(path) for path in args.react_index if not path.is_dir()]
     if missing:
         raise ValueError(f"--react-index {missing[0]} is not a directory")
-    return ExplorerConfig(user_indexes=tuple(args.react_index))
+    background = not getattr(args, "react_no_background_build", False)
+    return ExplorerConfig(user_indexes=tuple(args.react_index), background_build=background)

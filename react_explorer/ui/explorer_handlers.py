@@ -16,6 +16,7 @@ from react_explorer.index.manifest import read_manifest
 from react_explorer.ui.coverage_pictures import histogram_picture, overlap_picture
 from react_explorer.ui.explorer_actions import (
     ExplorerResult,
+    ExportResult,
     export_subset,
     find_item,
     neighbours,
@@ -32,6 +33,7 @@ from react_explorer.ui.results_view import (
     gallery_label,
     summary_rows,
 )
+from react_explorer.ui.safe_pictures import picture_or_error
 from vision_common.atomic import OutputNotWritableError
 
 log = logging.getLogger("react_explorer.ui")
@@ -66,6 +68,9 @@ class ExplorerHandlers:
                 if problem:
                     return error_status(problem)
                 directory = self.services.index_dir(value)
+                building = self.services.background.describe()
+                if not embedded_index_ready(directory) and self.services.background.state().running:
+                    return building
                 if not embedded_index_ready(directory):
                     return (
                         f"The SynthWorld pool ({self.services.cfg.pool_parquet}) is indexed on first use into "
@@ -76,6 +81,10 @@ class ExplorerHandlers:
             return error_status(str(exc))
         kinds = ", ".join(f"{m}: {e['plan']['factory']}" for m, e in manifest.modalities.items())
         return f"{manifest.count:,} pairs, {manifest.dim}-d ({kinds}); model `{manifest.model}`"
+
+    def build_tick(self, value: str | None) -> tuple[str, Any]:
+        """The index line while the background build runs; the timer stops once it is over."""
+        return self.index_info(value), gr.Timer(active=self.services.background.state().running)
 
     def refresh_indexes(self, current: str | None) -> Any:
         choices = [(choice.label, choice.value) for choice in self.services.choices()]
@@ -107,10 +116,16 @@ class ExplorerHandlers:
         k: float,
         dedup: bool,
         model: str,
+        task: str | None = None,
         progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio's injection protocol
     ) -> tuple[Any, ...]:
-        """Galleries (one per class), summary, coverage pictures, status, cleared selection, the new result."""
+        """Galleries (one per class), summary, coverage pictures, status, cleared selection, the new result.
+
+        An empty class box with a task chosen means the task's classes: a Retrieve pressed right after picking
+        a task can arrive before the box is filled, and once answered "the class list is empty" (issue 19)."""
         try:
+            if task and not (classes or "").strip():
+                classes = task_classes_text(self.services.cfg.tasks_dir, task)
             query = build_query(index, classes, templates, template_file, mode, k, dedup, model)
             result = run_retrieval(self.services, query, notice=_notice(progress))
         except USER_ERRORS as exc:
@@ -141,7 +156,7 @@ class ExplorerHandlers:
             removed = result.retrieval.removed_duplicates.get(name, 0)
             updates.append(
                 gr.Gallery(
-                    value=[_media(item, roots, placeholder) for item in shown],
+                    value=[self._media(item, roots, placeholder) for item in shown],
                     label=gallery_label(name, len(shown), len(items), removed),
                     visible=True,
                     selected_index=None,
@@ -152,8 +167,12 @@ class ExplorerHandlers:
     @staticmethod
     def _coverage(result: ExplorerResult) -> tuple[Any, Any, Any]:
         table = gr.Dataframe(value=summary_rows(result.retrieval, result.stats))
-        overlap = overlap_picture(result.stats.classes, result.stats.overlap)
-        histogram = histogram_picture(result.histogram_edges, result.histogram_counts)
+        overlap = picture_or_error(
+            "overlap picture", lambda: overlap_picture(result.stats.classes, result.stats.overlap)
+        )
+        histogram = picture_or_error(
+            "similarity histogram", lambda: histogram_picture(result.histogram_edges, result.histogram_counts)
+        )
         return table, overlap, histogram
 
     def _status(self, result: ExplorerResult) -> str:
@@ -202,11 +221,17 @@ class ExplorerHandlers:
             return gr.skip(), error_status(str(exc)), gr.skip()
         placeholder, roots = placeholder_image(), self.services.allowed_roots()
         gallery = gr.Gallery(
-            value=[_media(n, roots, placeholder) for n in found],
-            label=f"More like this: pool row {item.id} ({len(found)} neighbours, itself first)",
+            value=[self._media(n, roots, placeholder) for n in found],
+            label=f"More like this: pool row {item.id} ({len(found)} neighbours)",
             selected_index=None,
         )
         return gallery, f"{len(found)} pairs nearest to pool row {item.id}.", found
+
+    def _media(self, item: ResultItem, roots: list, placeholder: Image.Image) -> tuple[Any, str]:
+        """A staged copy of the item's image (never a path into the pool folder), or the placeholder."""
+        path = displayable_image(item, roots)
+        staged = self.services.shown.stage(path) if path else None
+        return staged or placeholder, gallery_caption(item)
 
     # ----- export -----------------------------------------------------------------------------------------
     def export(self, result: ExplorerResult | None, name: str) -> tuple[Any, str]:
@@ -218,16 +243,29 @@ class ExplorerHandlers:
             _log_unexpected(exc)
             gr.Warning(str(exc))
             return gr.skip(), error_status(str(exc))
-        dropped = (
-            f" ({done.dropped_missing} rows left out: their image file is missing)"
-            if done.dropped_missing
-            else ""
-        )
-        return str(done.path), f"Exported {done.rows} rows to `{done.path}`{dropped}."
+        return str(done.path), export_status(done)
 
 
-def _media(item: ResultItem, roots: list, placeholder: Image.Image) -> tuple[Any, str]:
-    return displayable_image(item, roots) or placeholder, gallery_caption(item)
+def export_status(done: ExportResult) -> str:
+    """Rows and distinct pairs: a pair retrieved for two classes is one row per class (issue 19: "249 rows"
+    against a status that had said "248 pairs")."""
+    dropped = (
+        f" ({done.dropped_missing} rows left out: their image file is missing)"
+        if done.dropped_missing
+        else ""
+    )
+    rows = f"{done.rows} row" if done.rows == 1 else f"{done.rows} rows"
+    pairs = (
+        f"{done.distinct_pairs} distinct pair"
+        if done.distinct_pairs == 1
+        else f"{done.distinct_pairs} distinct pairs"
+    )
+    shared = (
+        " (a pair retrieved for several classes has one row per class)"
+        if done.rows != done.distinct_pairs
+        else ""
+    )
+    return f"Exported {rows}, {pairs}{shared}, to `{done.path}`{dropped}."
 
 
 def _notice(progress: gr.Progress) -> Callable[[str], None]:

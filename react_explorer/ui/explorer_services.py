@@ -14,6 +14,7 @@ from react_explorer.embedding.encoders import load_encoder
 from react_explorer.embedding.model_spec import parse_model_spec
 from react_explorer.errors import IndexLoadError, QueryError
 from react_explorer.index.clip_index import ClipIndex
+from react_explorer.ui.background_build import BackgroundBuild
 from react_explorer.ui.explorer_config import ExplorerConfig
 from react_explorer.ui.index_sources import (
     EMBEDDED,
@@ -25,6 +26,7 @@ from react_explorer.ui.index_sources import (
     index_choices,
     pool_folders,
 )
+from react_explorer.ui.served_images import ServedImages
 
 if TYPE_CHECKING:
     from react_explorer.embedding.encoders import ClipEncoder
@@ -44,12 +46,14 @@ class ExplorerServices:
         self._indexes: OrderedDict[Path, ClipIndex] = OrderedDict()
         self._encoders: dict[str, ClipEncoder] = {}
         self.last_build_seconds: float | None = None
+        self.shown = ServedImages()  # the only way pool images reach the page (not the pool folder)
+        self.background = BackgroundBuild()
 
     def choices(self) -> list[IndexChoice]:
         return index_choices(self.cfg)
 
     def allowed_roots(self) -> list[Path]:
-        """Folders whose images galleries may show (also handed to ``launch(allowed_paths=...)``)."""
+        """Folders whose images galleries may show (staged through ``shown``; never served as folders)."""
         return [Path(folder) for folder in pool_folders(self.cfg)]
 
     def index_dir(self, value: str) -> Path:
@@ -72,6 +76,8 @@ class ExplorerServices:
                 self._indexes.move_to_end(directory)
                 return self._indexes[directory]
         if value == EMBEDDED and not embedded_index_ready(directory):
+            if self.background.state().running:  # answer now: waiting would hold the retrieval queue
+                raise IndexLoadError(self.background.describe() + " Retrieve again when it is ready.")
             self._build_embedded(directory, notice)
         index = ClipIndex.load(directory, verify_checksums=self.cfg.verify_checksums)
         with self._lock:
@@ -80,6 +86,15 @@ class ExplorerServices:
             while len(self._indexes) > self.cfg.max_loaded_indexes:
                 self._indexes.popitem(last=False)
         return index
+
+    def start_background_build(self) -> bool:
+        """From app start: build a missing embedded index in a thread (True when one was started)."""
+        if not self.cfg.background_build or embedded_problem(self.cfg):
+            return False
+        directory = embedded_index_dir(self.cfg)
+        if embedded_index_ready(directory):
+            return False
+        return self.background.start(lambda: self._build_embedded(directory, None))
 
     def encoder(self, index: ClipIndex, model: str | None = None) -> ClipEncoder:
         """The CLIP that embeds queries: ``model`` if given, else the one recorded in the index manifest."""
@@ -99,6 +114,7 @@ class ExplorerServices:
         with self._lock:
             self._indexes.clear()
             self._encoders.clear()
+        self.shown.close()
 
     def _build_embedded(self, directory: Path, notice: BuildNotice | None) -> None:
         with self._build_lock:

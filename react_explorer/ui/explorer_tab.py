@@ -34,13 +34,15 @@ def react_explorer_tab(cfg: ExplorerConfig) -> AppTab:
 
 
 def tab_from_services(services: ExplorerServices) -> AppTab:
-    folders = {str(root) for root in services.allowed_roots()} | {str(services.cfg.export_dir)}
+    # Only the exports are served as a folder; shown images are staged copies (``served_images``), so the pool
+    # folder (its metadata, pool_truth.parquet) is never reachable by URL (issue 19).
     return AppTab(
         title="REACT explorer",
         tab_id="react",
         build=lambda: build_explorer_tab(services),
+        startup=services.start_background_build,
         close=services.close,
-        allowed_paths=tuple(sorted(folders)),
+        allowed_paths=(str(services.cfg.export_dir),),
     )
 
 
@@ -161,12 +163,15 @@ def build_explorer_tab(services: ExplorerServices) -> None:
     private: dict[str, Any] = {"api_visibility": "private"}
     cheap: dict[str, Any] = {**private, "concurrency_limit": None}
     index.change(handlers.index_info, [index], [index_info], **cheap)
+    # Every visitor sees the background build's progress: the index line is refreshed while it runs.
+    ticker = gr.Timer(3.0, active=services.background.state().running)
+    ticker.tick(handlers.build_tick, [index], [index_info, ticker], **cheap)
     refresh.click(handlers.refresh_indexes, [index], [index], **cheap)
     task.change(handlers.fill_task, [task, classes], [classes, status], **cheap)
     template_file.upload(handlers.template_uploaded, [template_file], [templates], **cheap)
     run.click(
         handlers.retrieve,
-        [index, classes, templates, template_file, mode, k, dedup, model],
+        [index, classes, templates, template_file, mode, k, dedup, model, task],
         [
             *galleries,
             summary,

@@ -1,0 +1,139 @@
+"""Refusing an oversized text prompt (issue 19, defect 2): a text-only chat request of ``--mb`` megabytes
+(default 50, under the 64 MiB body cap) against ``python -m llava_demo.server`` with the embedded model, in a
+separate process as deployed. Reports the time to the 4xx, the server's RSS growth (from /proc) and the
+slowest ``/health`` answered while the request was being refused.
+
+The baseline, measured in the same run on a second server started with ``--max-request-chars`` and
+``--max-message-chars`` raised out of the way (the behaviour before the bound), is a ``--baseline-mb`` prompt
+(default 1 MB: the unbounded path tokenizes it, which at 50 MB took 198 s and 11 GB), so the ratio printed is
+per megabyte: seconds per MB unbounded / seconds per MB bounded.
+
+    python bench/server_text_bound.py                 # 50 MB bounded, 1 MB unbounded baseline
+    python bench/server_text_bound.py --mb 5 --baseline-mb 0.5
+
+Goal (issue 19): the 50 MB request refused with a 4xx in under 2 s, RSS growth under 300 MB, /health under
+100 ms meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.server_overhead import free_port  # noqa: E402 - after the path insert
+
+UNBOUNDED = str(1 << 40)
+
+
+def start(model: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = [sys.executable, "-m", "llava_demo.server", "--model", model, "--port", str(port),
+               "--log-level", "warning", *extra]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited with code {process.returncode}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit("the server did not become healthy within 300 s")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def refuse(process: subprocess.Popen, url: str, megabytes: float) -> dict:
+    words = int(megabytes * 1024 * 1024 / 5)
+    body = json.dumps({"messages": [{"role": "user", "content": "word " * words}], "max_tokens": 4}).encode()
+    health: list[float] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(base_url=url, timeout=600) as client:
+            while not stop.is_set():
+                start = time.perf_counter()
+                client.get("/health")
+                health.append(time.perf_counter() - start)
+                time.sleep(0.01)
+
+    before = rss_mb(process.pid)
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        start = time.perf_counter()
+        response = httpx.post(url + "/v1/chat/completions", content=body, timeout=900,
+                              headers={"content-type": "application/json"})  # fmt: skip
+        seconds = time.perf_counter() - start
+    finally:
+        stop.set()
+        poller.join()
+    return {
+        "mb": round(len(body) / 1e6, 2),
+        "status": response.status_code,
+        "seconds": round(seconds, 3),
+        "rss_growth_mb": round(peak_rss_mb(process.pid) - before, 1),
+        "health_max_ms": round(1000 * max(health), 1) if health else None,
+        "health_polls": len(health),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="synthworld-llava-next")
+    parser.add_argument("--mb", type=float, default=50.0)
+    parser.add_argument("--baseline-mb", type=float, default=1.0)
+    args = parser.parse_args()
+    rows = {}
+    for name, extra, size in (
+        ("bounded (default flags)", [], args.mb),
+        ("unbounded (before)", ["--max-request-chars", UNBOUNDED, "--max-message-chars", UNBOUNDED],
+         args.baseline_mb),
+    ):  # fmt: skip
+        process, url = start(args.model, extra)
+        try:
+            rows[name] = refuse(process, url, size)
+        finally:
+            process.terminate()
+            process.wait(30)
+    print(f"{'server':26} {'MB':>7} {'status':>6} {'seconds':>8} {'RSS +MB':>8} {'/health max ms':>15}")
+    for name, row in rows.items():
+        print(f"{name:26} {row['mb']:7.2f} {row['status']:6d} {row['seconds']:8.3f} {row['rss_growth_mb']:8.1f} "
+              f"{row['health_max_ms']!s:>15}")  # fmt: skip
+    bounded, before = rows["bounded (default flags)"], rows["unbounded (before)"]
+    per_mb = (before["seconds"] / before["mb"]) / max(bounded["seconds"] / bounded["mb"], 1e-9)
+    print(f"seconds per MB, unbounded / bounded: {per_mb:.0f}x")
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
