@@ -55,6 +55,11 @@ EVAL_TASKS = ("species", "shapes", "colors")
 EXPLORER_RETRIEVAL = RetrievalConfig(mode="t2t", k=50, dedup=True)
 DEFAULT_OUT = REPO_ROOT / "runs" / "react" / "synthworld"
 EXIT_BAD_INPUT = 2
+EXIT_STOPPED_BY_SIGNAL = 143
+
+
+class RunStopped(RuntimeError):
+    """A customization run was stopped (SIGTERM) before it finished; its checkpoint is kept."""
 
 
 def retrieve_subset(world: Path, clip_dir: Path, out: Path, *, progress: bool) -> dict[str, Any]:
@@ -89,10 +94,17 @@ def retrieve_subset(world: Path, clip_dir: Path, out: Path, *, progress: bool) -
 
 
 def run_pipeline(
-    world: Path, clip_dir: Path, out: Path, strategies: list[str], *, max_steps: int | None, progress: bool
+    world: Path,
+    clip_dir: Path,
+    out: Path,
+    strategies: list[str],
+    *,
+    max_steps: int | None,
+    progress: bool,
+    threads: int = 2,
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
     subset = out / f"{TARGET_TASK}_subset.parquet"
     retrieval = retrieve_subset(world, clip_dir, subset, progress=progress)
@@ -110,6 +122,9 @@ def run_pipeline(
         shutil.rmtree(run_dir, ignore_errors=True)
         result = customize([subset], str(clip_dir), run_dir, cfg, progress=progress)
         train_seconds = time.perf_counter() - run_started
+        if result.final_dir is None:
+            raise RunStopped(f"{strategy}: stopped at step {result.run.step} ({result.run.stop_reason}); "
+                             f"checkpoint {result.run.checkpoint}")  # fmt: skip
         after = scores_json(evaluate_bundle(load_model_dir(result.final_dir), tasks))
         runs.append({
             "strategy": strategy,
@@ -163,6 +178,9 @@ def add_synthworld_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip", type=Path, default=DEFAULT_MODEL_DIR, help="the CLIP to customize")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="subset, runs and report.json go here")
     parser.add_argument("--max-steps", type=int, help="override the preset's updates (smoke runs)")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch threads (1 on a machine shared with other jobs)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--table", action="store_true", help="print the markdown results table")
 
@@ -171,11 +189,20 @@ def run_synthworld(args: argparse.Namespace) -> int:
     strategies = list(STRATEGIES) if args.strategy == "all" else [args.strategy]
     try:
         report = run_pipeline(
-            args.world, args.clip, args.out, strategies, max_steps=args.max_steps, progress=not args.json
+            args.world,
+            args.clip,
+            args.out,
+            strategies,
+            max_steps=args.max_steps,
+            progress=not args.json,
+            threads=args.threads,
         )
     except (*BAD_INPUT, ReactExplorerError, TaskDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except RunStopped as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return EXIT_STOPPED_BY_SIGNAL
     if args.json:
         print(json.dumps(report, indent=1))
     elif args.table:
