@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--num-workers", type=int, default=0, help="decode processes of the react arm's DataLoader"
+    )
     parser.add_argument("--json-out", type=Path)
     return parser
 
@@ -104,7 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     cfg = react_preset("synthworld", args.strategy)
-    cfg = cfg.with_runtime(max_steps=args.updates, warmup_ratio=0.0, checkpoint_every=0, num_workers=0)
+    cfg = cfg.with_runtime(
+        max_steps=args.updates, warmup_ratio=0.0, checkpoint_every=0, num_workers=args.num_workers
+    )
     cfg = replace(cfg, micro_batch_size=args.batch, augment=AugmentConfig.off())
     pairs, _ = read_subset([args.subset])
     pairs = pairs[: args.limit]
@@ -141,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "updates_timed_per_round": args.updates - args.warmup,
         "rounds": args.rounds,
         "threads": args.threads,
+        "num_workers": args.num_workers,
         "react_samples_per_s": statistics.mean(rates["react"]),
         "bare_samples_per_s": statistics.mean(rates["bare"]),
         "round_ratios": [r / b for r, b in zip(rates["react"], rates["bare"], strict=True)],
