@@ -24,6 +24,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from react_explorer.customized.gated_blocks import ReactModelError
+from react_explorer.customized.model_dir import has_react_cfg, load_model_dir
 from react_explorer.embedding.image_batches import iter_image_batches
 from react_explorer.embedding.model_spec import (
     DEFAULT_MODEL_DIR,
@@ -108,6 +110,13 @@ def _load_local_dir(root: Path) -> tuple[Any, Any, Any]:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise EncoderLoadError(f"{config_file} is not valid JSON: {exc}") from exc
+    if has_react_cfg(root):
+        # A REACT-customized CLIP (gated blocks): plain open_clip cannot build it, react_explorer.customized can.
+        try:
+            bundle = load_model_dir(root)
+        except ReactModelError as exc:
+            raise EncoderLoadError(f"cannot load customized CLIP {root}: {exc}") from exc
+        return bundle.model, bundle.preprocess, bundle.tokenizer
     tokenizer_name = (config.get("model_cfg") or {}).get("text_cfg", {}).get("hf_tokenizer_name")
     if tokenizer_name and not Path(tokenizer_name).is_absolute() and (root / tokenizer_name).is_dir():
         # A tokenizer stored next to the weights (the SynthWorld tiny CLIP): open_clip alone would look it up on
