@@ -88,6 +88,30 @@ class RecipeParams:
 
 
 @dataclass(frozen=True)
+class ReactCustomizeParams:
+    """REACT customization of a CLIP on a retrieved subset (``python -m trainer.react train``)."""
+
+    subset: str = ""
+    """The explorer's exported parquet subset (or the retrieve CLI's output)."""
+    base: str = f"{EMBEDDED_MODELS}/synthworld-clip"
+    config: str = "synthworld"
+    """trainer.react preset: tiny, synthworld, vit-b-32."""
+    strategy: str = "gated-image"
+    max_steps: int | None = None
+    gamma: float = 0.9
+
+
+@dataclass(frozen=True)
+class ReactEvalParams:
+    """Zero-shot top-1/top-5 before/after (``python -m trainer.react eval``)."""
+
+    model: str = ""
+    """The customized model directory (a react-customize job's ``final``)."""
+    baseline: str = f"{EMBEDDED_MODELS}/synthworld-clip"
+    task: str = ".cache/synthworld/default-seed0/tasks/species"
+
+
+@dataclass(frozen=True)
 class JobType:
     name: str
     title: str
@@ -145,6 +169,10 @@ class JobType:
         for name in REQUIRED.get(self.name, ()):
             if not getattr(params, name):
                 raise JobParamsError(f"{self.name}.{name} is required")
+        if isinstance(params, ReactCustomizeParams) and params.strategy not in REACT_STRATEGIES:
+            raise JobParamsError(
+                f"{self.name}.strategy must be one of {REACT_STRATEGIES}, got {params.strategy!r}"
+            )
         if isinstance(params, LlavaTrainParams) and params.config not in LLAVA_CONFIGS:
             raise JobParamsError(f"{self.name}.config must be one of {LLAVA_CONFIGS}, got {params.config!r}")
         return params
@@ -161,7 +189,10 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "llava-stage2": ("data", "images"),
     "data-engine": ("captions", "instances", "images"),
     "index-build": ("pool",),
+    "react-customize": ("subset",),
+    "react-eval": ("model",),
 }
+REACT_STRATEGIES = ("gated-image", "locked-text", "locked-image", "full")
 
 
 def _field_type(params_type: type, name: str) -> Any:
@@ -312,6 +343,56 @@ JOB_TYPES: dict[str, JobType] = {
             "eval.json",
             ("model", "world"),
         ),
+        JobType(
+            "react-customize",
+            "REACT customization of CLIP",
+            ReactCustomizeParams,
+            {"tiny": {"config": "tiny", "max_steps": 4}, "synthworld": {"config": "synthworld"}},
+            lambda p, run: [
+                "-m",
+                "trainer.react",
+                "train",
+                "--subset",
+                p.subset,
+                "--base",
+                p.base,
+                "--out",
+                str(run),
+                "--preset",
+                p.config,
+                "--strategy",
+                p.strategy,
+                "--gamma",
+                str(p.gamma),
+                *_opt("--max-steps", p.max_steps),
+                "--no-progress",
+            ],
+            "final/ (open_clip directory with the REACT settings), metrics.jsonl, checkpoints/",
+            ("subset", "base"),
+            True,
+        ),  # fmt: skip
+        JobType(
+            "react-eval",
+            "REACT zero-shot evaluation (before/after)",
+            ReactEvalParams,
+            {"tiny": {}},
+            lambda p, run: [
+                "-m",
+                "trainer.react",
+                "eval",
+                "--model",
+                p.model,
+                "--baseline",
+                p.baseline,
+                "--task",
+                p.task,
+                "--json",
+                "--out",
+                str(run / "zeroshot.json"),
+            ],
+            "zeroshot.json (top-1/top-5 before and after)",
+            ("model", "baseline", "task"),
+        ),  # fmt: skip
         JobType(
             "recipe-synthworld",
             "Recipe: SynthWorld foundation models",

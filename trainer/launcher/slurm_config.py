@@ -36,6 +36,8 @@ JOB_RESOURCES: dict[str, SlurmResources] = {
     "data-engine": SlurmResources(cpus_per_task=4, time_min=2 * 60),
     "recipe-synthworld": SlurmResources(gpus_per_node=1, cpus_per_task=8, time_min=4 * 60),
     "recipe-llava": SlurmResources(gpus_per_node=1, cpus_per_task=8, time_min=8 * 60),
+    "react-customize": SlurmResources(gpus_per_node=1, cpus_per_task=8, time_min=24 * 60),
+    "react-eval": SlurmResources(gpus_per_node=1, cpus_per_task=4, time_min=2 * 60),
 }
 DEFAULT_RESOURCES = SlurmResources()
 # Slurm sends SIGTERM this long before the time limit, the same signal as a cancel, so a job that runs out of

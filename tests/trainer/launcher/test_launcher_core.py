@@ -218,3 +218,17 @@ def test_inputs_may_be_another_jobs_result_inside_the_workspace(tmp_path):
     assert params.data == data
     with pytest.raises(JobParamsError, match="not absolute"):
         stage2.params_from({"data": str(tmp_path / "elsewhere.json"), "images": "docs"}, workspace=workspace)
+
+
+def test_react_job_types_run_the_react_cli_with_validated_parameters(tmp_path):
+    customize, evaluate = JOB_TYPES["react-customize"], JOB_TYPES["react-eval"]
+    (tmp_path / "subset.parquet").write_bytes(b"")
+    (tmp_path / "clip").mkdir()
+    params = customize.params_from({"preset": "tiny", "subset": "subset.parquet", "base": "clip"}, tmp_path)
+    argv = customize.argv(params, tmp_path / "run", resume=True)
+    assert argv[1:5] == ["-m", "trainer.react", "train", "--subset"] and argv[-1] == "--resume"
+    assert argv[argv.index("--strategy") + 1] == "gated-image" and argv[argv.index("--max-steps") + 1] == "4"
+    with pytest.raises(JobParamsError, match="react-customize.strategy must be one of"):
+        customize.params_from({"subset": "subset.parquet", "base": "clip", "strategy": "lora"}, tmp_path)
+    with pytest.raises(JobParamsError, match="react-eval.model is required"):
+        evaluate.params_from({"baseline": "clip", "task": "clip"}, tmp_path)
