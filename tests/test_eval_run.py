@@ -169,7 +169,7 @@ def test_contradictory_or_bad_configs_raise(overrides: dict, message: str) -> No
 
 def test_presets() -> None:
     assert EvalConfig.tiny().limit == 4
-    assert EvalConfig.quick().limit == 60
+    assert EvalConfig.quick().limit == 300 and EvalConfig.quick().image_use_records == 100
     assert EvalConfig.full().limit is None
 
 

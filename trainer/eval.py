@@ -2,10 +2,12 @@
 
     python -m trainer.eval llava --json                      # embedded model, default world, quick limits
     python -m trainer.eval llava --model DIR --world DIR --limit 100 --out report.json --predictions p.jsonl
+    python -m trainer.eval llava --ablation-model runs/llava-noanyres   # + the base-tile model's small details
 
 Prints a JSON object (``--json``) or a short table with ``short_answer_accuracy``, ``yes_no_f1``,
-``multiple_choice_accuracy``, ``small_detail_accuracy``, per-category breakdowns, answer lengths, counts,
-the model and the seconds taken. See docs/eval.md for the metrics' exact rules.
+``multiple_choice_accuracy``, ``small_detail_accuracy`` (each with a 95% interval), per-category breakdowns,
+answer lengths, counts, ``image_use`` (answer-loss gaps with a wrong image), the ablation model's small-detail
+accuracy, the model and the seconds taken. See docs/eval.md for the metrics' exact rules.
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from trainer.atomic import OutputNotWritableError, atomic_write_json, atomic_write_text
+from trainer.llava.data import DataError
+from trainer.llava.eval_ablation import ablation_config, ablation_report
+from trainer.llava.eval_batch import BatchedLocalAnswerer
 from trainer.llava.eval_data import EVAL_SET_NAMES, SPLITS, EvalDataError
+from trainer.llava.eval_image_use import LossModel, training_template
 from trainer.llava.eval_run import Answerer, AnswerError, BackendAnswerer, EvalConfig, run_eval
 
 DEFAULT_MODEL_PRESET = "synthworld-llava-next"
@@ -68,15 +74,34 @@ def resolve_checkpoint(model: str) -> tuple[str, str]:
 
 
 def make_answerer(model: str) -> Answerer:
-    """The in-process transformers backend (``make_backend("local", ...)``) behind ``BackendAnswerer``."""
+    """The in-process transformers backend (``make_backend("local", ...)``) answering in batches
+    (``BatchedLocalAnswerer``); any other backend is asked one question at a time (``BackendAnswerer``)."""
     from llava_demo.backends import BackendError, make_backend
+    from llava_demo.backends.local import LocalBackend
 
     try:
-        return BackendAnswerer(make_backend("local", model))
+        backend = make_backend("local", model)
     except ModuleNotFoundError as exc:
         raise EvalCliError(f"the local chat backend is not available ({exc})") from exc
     except (BackendError, OSError, ValueError) as exc:
         raise EvalCliError(f"cannot load model {model!r}: {type(exc).__name__}: {exc}") from exc
+    return BatchedLocalAnswerer(backend) if isinstance(backend, LocalBackend) else BackendAnswerer(backend)
+
+
+def loss_model_of(answerer: Answerer, checkpoint: str) -> tuple[LossModel | None, str | None]:
+    """What ``image_use`` needs from the answerer (its model, processor and training template), or None and
+    the reason it cannot be measured."""
+    if not isinstance(answerer, BatchedLocalAnswerer):
+        return None, "image_use needs the in-process model (the local backend)"
+    choice = answerer.backend.template
+    fallback = choice.renderer.name if choice.source == "builtin" else None
+    template = training_template(checkpoint, fallback)
+    if template is None:
+        return None, (
+            f"{checkpoint} records no training template (llava_trainer.json) and is served with its own chat "
+            "template, so its answers cannot be supervised the way it was trained"
+        )
+    return LossModel(answerer.model, answerer.processor, template), None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
     llava.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
+    llava.add_argument(
+        "--batch-size", type=int, default=None, help="questions per generate call (default 32)"
+    )
+    llava.add_argument(
+        "--image-use",
+        type=int,
+        default=None,
+        help="questions per set (vqa, pope) for the image_use loss gaps (default 100; 0 skips)",
+    )
+    llava.add_argument(
+        "--ablation-model",
+        default=None,
+        help="a second model (e.g. the base-tile-only recipe) to answer the same small-detail questions",
+    )
     llava.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     llava.add_argument("--out", type=Path, default=None, help="also write the JSON report here (atomically)")
     llava.add_argument("--predictions", type=Path, default=None, help="write every answer as JSONL here")
@@ -126,23 +165,51 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         overrides["description_images"] = args.descriptions
     if args.max_new_tokens is not None:
         overrides["short_max_new_tokens"] = args.max_new_tokens
+    if args.batch_size is not None:
+        overrides["batch_size"] = args.batch_size
+    if args.image_use is not None:
+        overrides["image_use_records"] = args.image_use
     try:
         return EvalConfig.full(**overrides) if args.all else EvalConfig.quick(**overrides)
     except ValueError as exc:
         raise EvalCliError(f"bad options: {exc}") from exc
 
 
+def _interval(pair: list[float] | None) -> str:
+    return "" if pair is None else f" [{pair[0]:.3f}, {pair[1]:.3f}]"
+
+
 def format_table(report: dict[str, Any]) -> str:
-    """A human-readable summary: headline numbers, then each set's per-category scores."""
+    """A human-readable summary: headline numbers with 95% intervals, image use, the ablation, then each
+    set's per-category scores."""
     lines = [
         f"model {report['model']} ({report['model_path']}), {report['split']} split, {report['seconds']:.1f} s"
     ]
     for key in ("short_answer_accuracy", "yes_no_f1", "multiple_choice_accuracy", "small_detail_accuracy"):
         value = report[key]
-        lines.append(f"  {key:28} {'-' if value is None else f'{value:.3f}'}")
+        shown = "-" if value is None else f"{value:.3f}{_interval(report['ci95'][key])}"
+        lines.append(f"  {key:28} {shown}")
+    if "pope" in report["sets"]:
+        pooled = report["sets"]["pope"]["pooled"]
+        lines.append(
+            f"  {'pope yes_ratio':28} {pooled['yes_ratio']:.3f}{_interval(pooled['yes_ratio_ci95'])}"
+        )
     for key in ("answers_at_most_3_words", "description_mean_words"):
         value = report[key]
         lines.append(f"  {key:28} {'-' if value is None else f'{value:.2f}'}")
+    use = report.get("image_use")
+    if use is not None:
+        lines.append(
+            f"  {'image_use (nats/answer token)':28} gap_other {use['gap_other']:+.4f}, gap_blank "
+            f"{use['gap_blank']:+.4f} ({use['records']} records, {use['supervised_tokens']} answer tokens)"
+        )
+    ablation = report.get("ablation")
+    if ablation is not None:
+        lines.append(
+            f"  {'ablation small_detail':28} {ablation['small_detail_accuracy']:.3f}{_interval(ablation['ci95'])}"
+            f" ({ablation['model']}); gain {ablation['small_detail_gain']:+.3f}"
+            f"{_interval(ablation['small_detail_gain_ci95'])}"
+        )
     for name, summary in report["sets"].items():
         score = "f1" if name == "pope" else "accuracy"
         parts = [f"{cat} {s[score]:.2f} (n={s['n']})" for cat, s in summary["by_category"].items()]
@@ -154,6 +221,12 @@ def run_llava(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     config = config_from_args(args)
     name, checkpoint = resolve_checkpoint(args.model or DEFAULT_MODEL_PRESET)
+    ablation = None
+    if args.ablation_model is not None:
+        try:
+            ablation = (ablation_config(config), *resolve_checkpoint(args.ablation_model))
+        except ValueError as exc:
+            raise EvalCliError(f"bad options: {exc}") from exc
     if args.world is not None and not args.world.is_dir():
         raise EvalCliError(f"--world {args.world} does not exist")
     world = args.world if args.world is not None else default_world()
@@ -164,11 +237,29 @@ def run_llava(args: argparse.Namespace) -> dict[str, Any]:
     load_start = time.perf_counter()
     answerer = make_answerer(args.model or DEFAULT_MODEL_PRESET)
     load_seconds = time.perf_counter() - load_start
+    loss_model, no_image_use = (
+        loss_model_of(answerer, checkpoint) if config.image_use_records else (None, None)
+    )
     try:
-        result = run_eval(answerer, world, config, progress=not args.no_progress)
-    except (EvalDataError, AnswerError) as exc:
+        result = run_eval(answerer, world, config, progress=not args.no_progress, loss_model=loss_model)
+    except (EvalDataError, AnswerError, DataError) as exc:
         raise EvalCliError(str(exc)) from exc
     report = {"model": name, "model_path": checkpoint, **result.report}
+    if no_image_use is not None:
+        report["image_use_skipped"] = no_image_use
+    if ablation is not None:
+        ablation_start = time.perf_counter()
+        ablation_cfg, ablation_name, ablation_checkpoint = ablation
+        try:
+            other = run_eval(
+                make_answerer(args.ablation_model), world, ablation_cfg, progress=not args.no_progress
+            )
+        except (EvalDataError, AnswerError) as exc:
+            raise EvalCliError(f"ablation model {ablation_name}: {exc}") from exc
+        report["ablation"] = ablation_report(
+            result.predictions, other.predictions, model=ablation_name, model_path=ablation_checkpoint
+        )
+        report["ablation"]["seconds"] = time.perf_counter() - ablation_start
     report["load_seconds"] = load_seconds
     report["eval_seconds"] = report.pop("seconds")
     report["seconds"] = time.perf_counter() - started

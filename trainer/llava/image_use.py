@@ -56,6 +56,17 @@ class ImageUseReport:
         return {**asdict(self), "gap_blank": self.gap_blank, "gap_other": self.gap_other}
 
 
+def donor_index(images: Sequence[tuple[Path, ...]], index: int) -> int:
+    """The next record (cyclically) whose images differ from record ``index``'s: consecutive records often
+    ask about the same scene (the eval sets list several questions per image), and a same-scene "other"
+    image would measure nothing."""
+    for step in range(1, len(images)):
+        candidate = (index + step) % len(images)
+        if images[candidate] != images[index]:
+            return candidate
+    raise ValueError('the "other" condition needs records with at least two different images')
+
+
 def swapped_items(dataset: LlavaDataset, condition: str) -> list[dict[str, Any]]:
     """Every dataset item with its images replaced as ``condition`` says (``right`` keeps them)."""
     if condition not in CONDITIONS:
@@ -70,7 +81,7 @@ def swapped_items(dataset: LlavaDataset, condition: str) -> list[dict[str, Any]]
     donors = [sample.image_paths for sample in dataset.samples]
     swapped = []
     for index, (item, sample) in enumerate(zip(items, dataset.samples)):
-        donor_paths = donors[(index + 1) % len(donors)]
+        donor_paths = donors[donor_index(donors, index)]
         pixels = []
         for position, size in enumerate(sample.image_sizes_wh):
             with PIL.Image.open(donor_paths[position % len(donor_paths)]) as image:
@@ -104,6 +115,44 @@ def mean_answer_loss(
     return total / max(tokens, 1), tokens
 
 
+def image_use_of_records(
+    model: torch.nn.Module,
+    processor: Any,
+    records: Sequence[dict[str, Any]],
+    images: Path,
+    *,
+    template: str,
+    batch_size: int = 8,
+    max_length: int = 2048,
+    source: str = "records",
+    progress: bool = True,
+) -> ImageUseReport:
+    """Answer loss of a loaded LlavaNext ``model`` on validated LLaVA ``records`` (images relative to
+    ``images``, rendered with the builtin ``template``) with the right, a blank and another record's image."""
+    tokenizer = processor.tokenizer
+    samples, _ = prepare_samples(
+        records,
+        images,
+        tokenizer,
+        template=template,
+        anyres=anyres_of(model),
+        image_token_id=tokenizer.convert_tokens_to_ids(DEFAULT_IMAGE_TOKEN),
+        max_length=max_length,
+        source=source,
+    )
+    if not samples:
+        raise DataError(f"{source}: every record is longer than max_length={max_length}")
+    dataset = LlavaDataset(samples, anyres_of(model), pixel_config_of(processor))
+    collate = LlavaCollator(tokenizer.pad_token_id)
+    losses = {}
+    bar = tqdm(CONDITIONS, desc="image use", unit="condition", file=sys.stderr, disable=not progress)
+    for condition in bar:
+        losses[condition], tokens = mean_answer_loss(
+            model, swapped_items(dataset, condition), collate, batch_size
+        )
+    return ImageUseReport(len(dataset), tokens, losses["right"], losses["blank"], losses["other"])
+
+
 def measure_image_use(
     model_dir: Path,
     data: Path,
@@ -128,31 +177,22 @@ def measure_image_use(
     )
     parts = load_llava(model_dir)
     model = parts.model.eval().to(torch_device, torch_dtype)
-    tokenizer = parts.processor.tokenizer
     chosen = [
         record for record in validate_all(read_records(data), str(data)) if record["id"].endswith(id_suffix)
     ]
     chosen = [record for record in chosen if record.get("image")]
     if not chosen:
         raise DataError(f"{data}: no record with an image and an id ending in {id_suffix!r}")
-    samples, _ = prepare_samples(
+    return image_use_of_records(
+        model,
+        parts.processor,
         evenly_spaced(chosen, records),
         images,
-        tokenizer,
         template=template,
-        anyres=anyres_of(model),
-        image_token_id=tokenizer.convert_tokens_to_ids(DEFAULT_IMAGE_TOKEN),
+        batch_size=batch_size,
         max_length=max_length,
         source=str(data),
     )
-    dataset = LlavaDataset(samples, anyres_of(model), pixel_config_of(parts.processor))
-    collate = LlavaCollator(tokenizer.pad_token_id)
-    losses = {}
-    for condition in tqdm(CONDITIONS, desc="image use", unit="condition", file=sys.stderr):
-        losses[condition], tokens = mean_answer_loss(
-            model, swapped_items(dataset, condition), collate, batch_size
-        )
-    return ImageUseReport(len(dataset), tokens, losses["right"], losses["blank"], losses["other"])
 
 
 def main(argv: list[str] | None = None) -> int:
