@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             seconds = time.perf_counter() - started
             differ = sum(a != b for a, b in zip(answers, baseline))
             if differ:
-                raise SystemExit(f"batch size {size}: {differ} of {len(questions)} answers differ from the baseline")
+                raise SystemExit(
+                    f"batch size {size}: {differ} of {len(questions)} answers differ from the baseline"
+                )
             rows.append({"path": "batched generate", "batch_size": size, "seconds": seconds})
     print(f"{'path':30} {'batch':>5} {'seconds':>8} {'q/s':>7} {'speed-up':>9}")
     for row in rows:

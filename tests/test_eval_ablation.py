@@ -90,6 +90,7 @@ def test_cli_reports_the_ablation_intervals_and_why_image_use_is_missing(
     assert ablation["model"] == "base-tile" and ablation["n"] == n
     assert ablation["small_detail_accuracy"] == 0.0 and ablation["small_detail_gain"] == 1.0
     assert ablation["small_detail_gain_ci95"] == [1.0, 1.0] and ablation["seconds"] >= 0
+    assert report["cpu_seconds"] > 0 and report["seconds"] >= report["eval_seconds"]
     # Headline intervals, per-category Wilson intervals, POPE's bootstrap F1 and yes-ratio intervals.
     assert set(report["ci95"]) == {
         "short_answer_accuracy",

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from llava_demo.backends.local import LocalBackend
 from trainer.atomic import OutputNotWritableError, atomic_write_json, atomic_write_text
 from trainer.llava.data import DataError
 from trainer.llava.eval_ablation import ablation_config, ablation_report
@@ -77,7 +78,6 @@ def make_answerer(model: str) -> Answerer:
     """The in-process transformers backend (``make_backend("local", ...)``) answering in batches
     (``BatchedLocalAnswerer``); any other backend is asked one question at a time (``BackendAnswerer``)."""
     from llava_demo.backends import BackendError, make_backend
-    from llava_demo.backends.local import LocalBackend
 
     try:
         backend = make_backend("local", model)
@@ -217,17 +217,36 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def run_ablation(
+    model: str,
+    world: Path,
+    config: EvalConfig,
+    main_predictions: list[dict[str, Any]],
+    *,
+    progress: bool,
+) -> dict[str, Any]:
+    """The ablation model on the main run's small-detail questions: the report's ``ablation`` object."""
+    started = time.perf_counter()
+    name, checkpoint = resolve_checkpoint(model)
+    try:
+        other = run_eval(make_answerer(model), world, config, progress=progress)
+    except (EvalDataError, AnswerError) as exc:
+        raise EvalCliError(f"ablation model {name}: {exc}") from exc
+    report = ablation_report(main_predictions, other.predictions, model=name, model_path=checkpoint)
+    return {**report, "seconds": time.perf_counter() - started}
+
+
 def run_llava(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     cpu_started = time.process_time()  # CPU seconds of all threads: comparable on a loaded machine
     config = config_from_args(args)
     name, checkpoint = resolve_checkpoint(args.model or DEFAULT_MODEL_PRESET)
-    ablation = None
     if args.ablation_model is not None:
         try:
-            ablation = (ablation_config(config), *resolve_checkpoint(args.ablation_model))
+            ablation_cfg = ablation_config(config)
         except ValueError as exc:
             raise EvalCliError(f"bad options: {exc}") from exc
+        resolve_checkpoint(args.ablation_model)  # a missing ablation model fails now, not after the main run
     if args.world is not None and not args.world.is_dir():
         raise EvalCliError(f"--world {args.world} does not exist")
     world = args.world if args.world is not None else default_world()
@@ -248,19 +267,10 @@ def run_llava(args: argparse.Namespace) -> dict[str, Any]:
     report = {"model": name, "model_path": checkpoint, **result.report}
     if no_image_use is not None:
         report["image_use_skipped"] = no_image_use
-    if ablation is not None:
-        ablation_start = time.perf_counter()
-        ablation_cfg, ablation_name, ablation_checkpoint = ablation
-        try:
-            other = run_eval(
-                make_answerer(args.ablation_model), world, ablation_cfg, progress=not args.no_progress
-            )
-        except (EvalDataError, AnswerError) as exc:
-            raise EvalCliError(f"ablation model {ablation_name}: {exc}") from exc
-        report["ablation"] = ablation_report(
-            result.predictions, other.predictions, model=ablation_name, model_path=ablation_checkpoint
+    if args.ablation_model is not None:
+        report["ablation"] = run_ablation(
+            args.ablation_model, world, ablation_cfg, result.predictions, progress=not args.no_progress
         )
-        report["ablation"]["seconds"] = time.perf_counter() - ablation_start
     report["load_seconds"] = load_seconds
     report["eval_seconds"] = report.pop("seconds")
     report["seconds"] = time.perf_counter() - started
