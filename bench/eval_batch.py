@@ -8,7 +8,8 @@ category-balanced as the eval picks them) are answered by ``BackendAnswerer`` (t
 streamed ``generate`` per question: the baseline) and by ``BatchedLocalAnswerer`` at each batch size, all in
 one process with the same loaded model, so machine load hits them alike. Before any number is printed the
 batched answers are checked to equal the baseline's (a fast path that answers differently cannot win). The
-table gives questions per second and the ratio against the baseline measured in this run.
+table gives wall seconds, CPU seconds (all threads; on a shared machine the steadier number), questions per
+second and both ratios against the baseline measured in this run.
 """
 
 from __future__ import annotations
@@ -59,28 +60,37 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows = []
     with make_backend("local", args.model, device="cpu") as backend:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         baseline = answer_questions(BackendAnswerer(backend), questions, progress=False)
-        base_seconds = time.perf_counter() - started
-        rows.append({"path": "one at a time (chat backend)", "batch_size": 1, "seconds": base_seconds})
+        base_seconds, base_cpu = time.perf_counter() - started, time.process_time() - cpu
+        rows.append(
+            {
+                "path": "one at a time (chat backend)",
+                "batch_size": 1,
+                "seconds": base_seconds,
+                "cpu": base_cpu,
+            }
+        )
         batched = BatchedLocalAnswerer(backend)
         for size in sizes:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             answers = answer_questions(batched, questions, batch_size=size, progress=False)
-            seconds = time.perf_counter() - started
+            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
             differ = sum(a != b for a, b in zip(answers, baseline))
             if differ:
                 raise SystemExit(
                     f"batch size {size}: {differ} of {len(questions)} answers differ from the baseline"
                 )
-            rows.append({"path": "batched generate", "batch_size": size, "seconds": seconds})
-    print(f"{'path':30} {'batch':>5} {'seconds':>8} {'q/s':>7} {'speed-up':>9}")
+            rows.append({"path": "batched generate", "batch_size": size, "seconds": seconds, "cpu": cpu})
+    header = f"{'path':30} {'batch':>5} {'wall s':>7} {'cpu s':>7} {'q/s':>7} {'wall x':>7} {'cpu x':>7}"
+    print(header)
     for row in rows:
         row["questions_per_second"] = len(questions) / row["seconds"]
-        row["speedup"] = base_seconds / row["seconds"]
+        row["speedup_wall"] = base_seconds / row["seconds"]
+        row["speedup_cpu"] = base_cpu / row["cpu"]
         print(
-            f"{row['path']:30} {row['batch_size']:>5} {row['seconds']:>8.1f} {row['questions_per_second']:>7.2f} "
-            f"{row['speedup']:>8.2f}x"
+            f"{row['path']:30} {row['batch_size']:>5} {row['seconds']:>7.1f} {row['cpu']:>7.1f} "
+            f"{row['questions_per_second']:>7.2f} {row['speedup_wall']:>6.2f}x {row['speedup_cpu']:>6.2f}x"
         )
     print(f"load average after: {os.getloadavg()[0]:.1f}; every batched answer equals the baseline's")
     if args.json_out is not None:
