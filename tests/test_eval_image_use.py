@@ -110,7 +110,10 @@ def test_run_eval_reports_image_use_gaps_that_vanish_for_a_blind_model(
         0.0, abs=1e-6
     )
     assert blind["supervised_tokens"] == seeing["supervised_tokens"] > 6
-    assert "image_use" in reports["seeing"]["seconds_by_set"]
+    assert (
+        "image_use" in reports["seeing"]["seconds_by_set"]
+        and "image_use" in reports["seeing"]["cpu_seconds_by_set"]
+    )
 
     # Without a loss model the object is null, not made up.
     class Red:

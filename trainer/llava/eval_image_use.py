@@ -98,7 +98,7 @@ def pooled(reports: Sequence[ImageUseReport]) -> ImageUseReport:
 def measure_eval_image_use(
     loss_model: LossModel,
     world: Path,
-    chosen: Mapping[EvalSetName, Sequence[EvalItem]],
+    items_by_set: Mapping[EvalSetName, Sequence[EvalItem]],
     records_per_set: int,
     *,
     batch_size: int = 16,
@@ -111,9 +111,9 @@ def measure_eval_image_use(
         raise ValueError(f"records_per_set must be >= 1, got {records_per_set}")
     by_set: dict[str, ImageUseReport] = {}
     for name in IMAGE_USE_SETS:
-        if not chosen.get(name):
+        if not items_by_set.get(name):
             continue
-        picked = spread_over_images(chosen[name], records_per_set)
+        picked = spread_over_images(items_by_set[name], records_per_set)
         if len({item.image for item in picked}) < 2:
             raise EvalDataError(
                 f"image_use: the {name} questions show a single image; another scene's is needed"
