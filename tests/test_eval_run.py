@@ -197,6 +197,8 @@ def test_contradictory_or_bad_configs_raise(overrides: dict, message: str) -> No
 def test_presets() -> None:
     assert EvalConfig.tiny().limit == 4
     assert EvalConfig.quick().limit == 300 and EvalConfig.quick().image_use_records == 64
+    assert EvalConfig.quick(limit=4).image_use_records == 4
+    assert EvalConfig.quick(limit=4, image_use_records=10).image_use_records == 10
     assert EvalConfig.full().limit is None
 
 

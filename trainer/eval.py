@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--image-use",
         type=int,
         default=None,
-        help="questions per set (vqa, pope) for the image_use loss gaps (default 64; 0 skips)",
+        help="questions per set (vqa, pope) for the image_use loss gaps (default 64, at most --limit; 0 skips)",
     )
     llava.add_argument(
         "--ablation-model",

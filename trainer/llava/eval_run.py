@@ -152,7 +152,11 @@ class EvalConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> EvalConfig:
-        return cls(**{"limit": 300, "description_images": 4, "image_use_records": 64, **overrides})
+        values: dict[str, Any] = {"limit": 300, "description_images": 4, **overrides}
+        if "image_use_records" not in overrides:
+            # 64 per set, fewer when --limit asks for a smaller run (a reduced recipe's eval stays seconds).
+            values["image_use_records"] = min(64, values["limit"] or 64)
+        return cls(**values)
 
     @classmethod
     def full(cls, **overrides: Any) -> EvalConfig:
