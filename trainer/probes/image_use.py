@@ -15,94 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-import PIL.Image
 import torch
-from tqdm import tqdm
 
 from llava_demo.backends.local_device import pick_device_and_dtype
-from trainer.llava.assemble import anyres_of, load_llava, pixel_config_of
-from trainer.llava.collate import LlavaCollator
-from trainer.llava.data import DataError, LlavaDataset, prepare_samples, read_records, validate_all
-from trainer.llava.encode import IGNORE_INDEX
+from trainer.llava.assemble import load_llava
+from trainer.llava.data import DataError, read_records, validate_all
+from trainer.llava.eval.answer_loss import (
+    ImageUseReport,
+    image_use_of_records,
+)
 from trainer.llava.eval.data import evenly_spaced
-from vision_common.anyres.image import rgb_for_model
-from vision_common.anyres.pixels import preprocess
-from vision_common.chat.conversation import DEFAULT_IMAGE_TOKEN
-
-CONDITIONS = ("right", "blank", "other")
-
-
-@dataclass(frozen=True)
-class ImageUseReport:
-    records: int
-    supervised_tokens: int
-    loss_right: float
-    loss_blank: float
-    loss_other: float
-
-    @property
-    def gap_blank(self) -> float:
-        return self.loss_blank - self.loss_right
-
-    @property
-    def gap_other(self) -> float:
-        return self.loss_other - self.loss_right
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "gap_blank": self.gap_blank, "gap_other": self.gap_other}
-
-
-def swapped_items(dataset: LlavaDataset, condition: str) -> list[dict[str, Any]]:
-    """Every dataset item with its images replaced as ``condition`` says (``right`` keeps them)."""
-    if condition not in CONDITIONS:
-        raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
-    items = [dataset[index] for index in range(len(dataset))]
-    if condition == "right":
-        return items
-    if condition == "blank":
-        return [
-            {**item, "pixel_values": [torch.zeros_like(p) for p in item["pixel_values"]]} for item in items
-        ]
-    donors = [sample.image_paths for sample in dataset.samples]
-    swapped = []
-    for index, (item, sample) in enumerate(zip(items, dataset.samples)):
-        donor_paths = donors[(index + 1) % len(donors)]
-        pixels = []
-        for position, size in enumerate(sample.image_sizes_wh):
-            with PIL.Image.open(donor_paths[position % len(donor_paths)]) as image:
-                donor = rgb_for_model(image).resize(size, PIL.Image.BICUBIC)
-            pixels.append(preprocess(donor, dataset.anyres, dataset.pixels).pixel_values)
-        swapped.append({**item, "pixel_values": pixels})
-    return swapped
-
-
-@torch.no_grad()
-def mean_answer_loss(
-    model: torch.nn.Module,
-    items: Sequence[dict[str, Any]],
-    collate: Callable[[list[Any]], dict],
-    batch_size: int,
-) -> tuple[float, int]:
-    """Token-weighted mean cross-entropy over the supervised tokens of ``items``, and their count (batches go
-    to the model's device, pixels to its dtype)."""
-    parameter = next(model.parameters())
-    total, tokens = 0.0, 0
-    for start in range(0, len(items), batch_size):
-        batch = {
-            name: value.to(parameter.device, parameter.dtype if name == "pixel_values" else None)
-            if isinstance(value, torch.Tensor)
-            else value
-            for name, value in collate(list(items[start : start + batch_size])).items()
-        }
-        count = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())  # the model shifts labels by one
-        total += float(model(**batch).loss) * count
-        tokens += count
-    return total / max(tokens, 1), tokens
 
 
 def measure_image_use(
@@ -129,31 +53,22 @@ def measure_image_use(
     )
     parts = load_llava(model_dir)
     model = parts.model.eval().to(torch_device, torch_dtype)
-    tokenizer = parts.processor.tokenizer
     chosen = [
         record for record in validate_all(read_records(data), str(data)) if record["id"].endswith(id_suffix)
     ]
     chosen = [record for record in chosen if record.get("image")]
     if not chosen:
         raise DataError(f"{data}: no record with an image and an id ending in {id_suffix!r}")
-    samples, _ = prepare_samples(
+    return image_use_of_records(
+        model,
+        parts.processor,
         evenly_spaced(chosen, records),
         images,
-        tokenizer,
         template=template,
-        anyres=anyres_of(model),
-        image_token_id=tokenizer.convert_tokens_to_ids(DEFAULT_IMAGE_TOKEN),
+        batch_size=batch_size,
         max_length=max_length,
         source=str(data),
     )
-    dataset = LlavaDataset(samples, anyres_of(model), pixel_config_of(parts.processor))
-    collate = LlavaCollator(tokenizer.pad_token_id)
-    losses = {}
-    for condition in tqdm(CONDITIONS, desc="image use", unit="condition", file=sys.stderr):
-        losses[condition], tokens = mean_answer_loss(
-            model, swapped_items(dataset, condition), collate, batch_size
-        )
-    return ImageUseReport(len(dataset), tokens, losses["right"], losses["blank"], losses["other"])
 
 
 def main(argv: list[str] | None = None) -> int:

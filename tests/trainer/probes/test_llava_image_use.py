@@ -11,8 +11,9 @@ import torch
 from tests.support.llava_fixtures import stage2_records, write_images, write_json
 from trainer.llava.assemble import anyres_of, load_llava, pixel_config_of
 from trainer.llava.data import DataError, LlavaDataset, prepare_samples, read_records, validate_all
+from trainer.llava.eval.answer_loss import swapped_items
 from trainer.llava.eval.data import evenly_spaced
-from trainer.probes.image_use import main, measure_image_use, swapped_items
+from trainer.probes.image_use import main, measure_image_use
 from vision_common.anyres.pixels import preprocess
 
 

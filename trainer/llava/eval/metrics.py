@@ -20,6 +20,7 @@ from trainer.llava.eval.answers import (
     parse_yes_no,
     word_count,
 )
+from trainer.llava.eval.intervals import as_json, wilson_interval
 
 # The format prompt asks for "a single word or phrase"; LLaVA-1.5 counts a short answer as one of <= 3 words.
 SHORT_ANSWER_MAX_WORDS = 3
@@ -46,7 +47,8 @@ class Accuracy:
         return _ratio(self.correct, self.n)
 
     def to_json(self) -> dict[str, Any]:
-        return {"n": self.n, "correct": self.correct, "accuracy": self.accuracy}
+        ci95 = as_json(wilson_interval(self.correct, self.n))
+        return {"n": self.n, "correct": self.correct, "accuracy": self.accuracy, "ci95": ci95}
 
 
 def accuracy(correct: Sequence[bool]) -> Accuracy:
@@ -106,7 +108,11 @@ class BinaryScores:
         scores = {
             name: getattr(self, name) for name in ("accuracy", "precision", "recall", "f1", "yes_ratio")
         }
-        return {**counts, **scores}
+        intervals = {
+            "accuracy_ci95": as_json(wilson_interval(self.tp + self.tn, self.n)),
+            "yes_ratio_ci95": as_json(wilson_interval(self.tp + self.fp, self.n)),
+        }
+        return {**counts, **scores, **intervals}
 
 
 def yes_no_scores(predictions: Sequence[str], answers: Sequence[str]) -> BinaryScores:

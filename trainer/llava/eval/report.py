@@ -2,7 +2,9 @@
 
 Pure: takes the items and the model's answers, returns JSON-ready dicts. The headline keys are the ones
 issue 4 asks for (``short_answer_accuracy``, ``yes_no_f1``, ``multiple_choice_accuracy``,
-``small_detail_accuracy``); a set that was not run gives ``None`` (JSON null), never a made-up 0.
+``small_detail_accuracy``); a set that was not run gives ``None`` (JSON null), never a made-up 0. Every
+proportion carries its 95% Wilson interval (``ci95``, ``accuracy_ci95``, ``yes_ratio_ci95``) and every F1 a
+bootstrap one (``f1_ci95``); ``ci95`` at the top level repeats the headline numbers' intervals.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from trainer.llava.eval.answers import parse_yes_no
 from trainer.llava.eval.data import EvalItem, EvalSetName
+from trainer.llava.eval.intervals import as_json, bootstrap_macro_f1
 from trainer.llava.eval.metrics import (
     accuracy,
     accuracy_by_category,
@@ -30,6 +33,8 @@ HEADLINE: Mapping[str, tuple[EvalSetName, str]] = {
     "multiple_choice_accuracy": ("mc", "accuracy"),
     "small_detail_accuracy": ("detail", "accuracy"),
 }
+# The 95% interval of each headline number inside its set's summary (Wilson for accuracies, bootstrap for F1).
+HEADLINE_CI: Mapping[str, str] = {"accuracy": "ci95", "f1": "f1_ci95"}
 
 
 def _check(items: Sequence[EvalItem], predictions: Sequence[str], name: str) -> None:
@@ -55,9 +60,21 @@ def score_set(
     summary: dict[str, Any] = {}
     if name == "pope":
         by_category = yes_no_scores_by_category(predictions, answers, categories)
+        said_yes = [parse_yes_no(prediction) == "yes" for prediction in predictions]
+        gold_yes = [answer == "yes" for answer in answers]
         summary["f1"] = macro_f1(by_category)
-        summary["pooled"] = yes_no_scores(predictions, answers).to_json()
-        summary["by_category"] = {category: scores.to_json() for category, scores in by_category.items()}
+        summary["f1_ci95"] = as_json(bootstrap_macro_f1(said_yes, gold_yes, categories))
+        summary["pooled"] = {
+            **yes_no_scores(predictions, answers).to_json(),
+            "f1_ci95": as_json(bootstrap_macro_f1(said_yes, gold_yes, ["all"] * len(items))),
+        }
+        summary["by_category"] = {}
+        for category, scores in by_category.items():
+            rows = [index for index, item_category in enumerate(categories) if item_category == category]
+            interval = bootstrap_macro_f1(
+                [said_yes[i] for i in rows], [gold_yes[i] for i in rows], [category] * len(rows)
+            )
+            summary["by_category"][category] = {**scores.to_json(), "f1_ci95": as_json(interval)}
         correct = [parse_yes_no(prediction) == answer for prediction, answer in zip(predictions, answers)]
     else:
         if name == "mc":
@@ -91,6 +108,10 @@ def build_report(
         sets[name], correct[name] = score_set(name, items[name], predictions[name])
     report: dict[str, Any] = {
         key: sets[name][field] if name in sets else None for key, (name, field) in HEADLINE.items()
+    }
+    report["ci95"] = {
+        key: sets[name][HEADLINE_CI[field]] if name in sets else None
+        for key, (name, field) in HEADLINE.items()
     }
     pooled = [answer for name in items for answer in predictions[name]]
     format_lengths = length_stats(pooled)

@@ -87,7 +87,12 @@ def test_exact_match_and_breakdown_by_category() -> None:
     assert list(by_category) == ["color", "count", "position", "shape", "text"]
     assert (by_category["color"].n, by_category["color"].correct) == (2, 1)
     assert by_category["position"].accuracy == 0.0
-    assert by_category["text"].to_json() == {"n": 1, "correct": 1, "accuracy": 1.0}
+    assert by_category["text"].to_json() == {
+        "n": 1,
+        "correct": 1,
+        "accuracy": 1.0,
+        "ci95": [pytest.approx(0.20654, abs=1e-5), 1.0],  # Wilson at 1/1
+    }
 
 
 def test_choice_correct_counts_unparsed_answers_as_wrong() -> None:

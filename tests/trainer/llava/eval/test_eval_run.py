@@ -64,7 +64,15 @@ def test_oracle_scores_exactly_one_and_spoiled_answers_lower_each_metric_exactly
     perfect = run_eval(OracleAnswerer(tiny_world, every, set()), tiny_world, config, progress=False).report
     for key in ("short_answer_accuracy", "yes_no_f1", "multiple_choice_accuracy", "small_detail_accuracy"):
         assert perfect[key] == 1.0, key
-    assert perfect["counts"] == {"vqa": 12, "pope": 12, "mc": 12, "detail": 8, "description": 2}
+    # The tiny world has fewer than 12 detail questions: all of them are asked.
+    assert perfect["counts"] == {
+        "vqa": 12,
+        "pope": 12,
+        "mc": 12,
+        "detail": len(chosen["detail"]),
+        "description": 2,
+    }
+    assert 0 < len(chosen["detail"]) < 12
     assert perfect["sets"]["pope"]["pooled"]["yes_ratio"] == 0.5  # the limit keeps pope balanced
     assert perfect["description_mean_words"] == 26.0  # 13 words, twice
 
@@ -136,6 +144,33 @@ def test_batch_answerers_are_called_in_chunks() -> None:
     assert batcher.sizes == [3, 3, 1]
 
 
+def test_batch_answerers_answer_a_repeated_question_once_and_in_size_order() -> None:
+    class Batcher:
+        def __init__(self) -> None:
+            self.asked: list[list[str]] = []
+
+        def answer(self, image: Image.Image, prompt: str, max_new_tokens: int) -> str:
+            raise AssertionError("the runner must use answer_batch")
+
+        def answer_batch(self, questions: list[Question]) -> list[str]:
+            self.asked.append([f"{q.prompt}@{q.image.size[0]}" for q in questions])
+            return [f"{q.prompt}@{q.image.size[0]}" for q in questions]
+
+    big, small = Image.new("RGB", (20, 20)), Image.new("RGB", (8, 8))
+    same_pixels_other_object = Image.new("RGB", (8, 8))
+    questions = [
+        Question(big, "a", 4),
+        Question(small, "a", 4),
+        Question(same_pixels_other_object, "a", 4),  # the same question again: answered once
+        Question(small, "a", 9),  # another token cap is another question
+        Question(big, "b", 4),
+    ]
+    batcher = Batcher()
+    answers = answer_questions(batcher, questions, batch_size=2, progress=False)
+    assert answers == ["a@20", "a@8", "a@8", "a@8", "b@20"]
+    assert batcher.asked == [["a@8", "a@8"], ["a@20", "b@20"]]  # small images first, then the big ones
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -160,7 +195,9 @@ def test_contradictory_or_bad_configs_raise(overrides: dict, message: str) -> No
 
 def test_presets() -> None:
     assert EvalConfig.tiny().limit == 4
-    assert EvalConfig.quick().limit == 60
+    assert EvalConfig.quick().limit == 300 and EvalConfig.quick().image_use_records == 64
+    assert EvalConfig.quick(limit=4).image_use_records == 4
+    assert EvalConfig.quick(limit=4, image_use_records=10).image_use_records == 10
     assert EvalConfig.full().limit is None
 
 
