@@ -261,7 +261,7 @@ def test_the_name_check_rejects_names_sglang_would_drop() -> None:
 @pytest.mark.slow
 def test_the_embedded_models_export_lands_too(sglang_models: Path, tmp_path: Path) -> None:
     # The checkpoint the GPU check (scripts/sglang_gpu_check.py) serves: same placement check, real sizes.
-    checkpoint = Path(__file__).resolve().parent.parent / "assets/models/synthworld-llava-next"
+    checkpoint = Path(__file__).resolve().parents[3] / "assets/models/synthworld-llava-next"
     parts = load_llava(checkpoint)
     out = export_llava_original(parts.model, parts.processor, tmp_path / "clip-embedded")
     with safe_open(str(out / "model.safetensors"), "pt") as handle:

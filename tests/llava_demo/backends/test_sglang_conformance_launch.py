@@ -194,7 +194,7 @@ def test_sglangs_templates_put_the_image_where_ours_do(probe: dict[str, Any]) ->
 
 def test_the_sglang_extra_pins_the_targeted_version() -> None:
     # A regex, not tomllib: the project supports Python 3.10.
-    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text(encoding="utf-8")
+    pyproject = (Path(__file__).resolve().parents[3] / "pyproject.toml").read_text(encoding="utf-8")
     assert re.findall(r"^sglang = \[(.*)\]", pyproject, re.M) == [f'"sglang[all]=={SGLANG_VERSION}"']
     assert re.fullmatch(r"\d+\.\d+\.\d+", SGLANG_VERSION)
 
