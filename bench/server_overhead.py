@@ -32,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.server_common import wait_until_healthy  # noqa: E402 - after the path insert
+
 
 @dataclass(frozen=True)
 class Run:
@@ -93,7 +95,6 @@ def free_port() -> int:
 
 
 def start_server_process(model: str, threads: int, interval_ms: float) -> tuple[subprocess.Popen, str]:
-    import httpx
 
     port = free_port()
     env = {
@@ -117,18 +118,8 @@ def start_server_process(model: str, threads: int, interval_ms: float) -> tuple[
     ]
     process = subprocess.Popen(command, cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited with code {process.returncode}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("the server did not become healthy within 180 s")
+    wait_until_healthy(process, url, 180)
+    return process, url
 
 
 def build_random_model(hidden: int, layers: int) -> str:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.server_common import wait_until_healthy
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -42,18 +44,8 @@ def start(model: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
                "--log-level", "warning", *extra]  # fmt: skip
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited with code {process.returncode}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("the server did not become healthy within 300 s")
+    wait_until_healthy(process, url, 300)
+    return process, url
 
 
 def rss_mb(pid: int) -> float:
