@@ -50,6 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         ".cache/assets-reduced)",
     )
     parser.add_argument(
+        "--world-preset",
+        choices=["default", "simple"],
+        default=None,
+        help="synthworld-llava only: the world the chat model trains and is evaluated on (default: default; "
+        "simple: 1-2 larger objects per scene, docs/recipe.md)",
+    )
+    parser.add_argument(
         "--stage1-steps", type=int, default=None, help="synthworld-llava: override stage-1 updates"
     )
     parser.add_argument(
@@ -71,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 def _main_llava(args: argparse.Namespace) -> int:
     base = LlavaRecipeConfig.reduced() if args.reduced else LlavaRecipeConfig.full()
     overrides: dict[str, object] = {"seed": args.seed, "anyres_grids": "1x1" if args.no_anyres else None}
+    if args.world_preset:
+        overrides["world_preset"] = args.world_preset
     if args.foundation:
         overrides["foundation"] = str(args.foundation.resolve())
     for key in ("stage1_steps", "stage2_steps"):

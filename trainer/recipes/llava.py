@@ -55,8 +55,10 @@ class LlavaRecipeConfig:
     data_fractions: str = "conversation=0.3,detail=0.3,complex=0.2"
 
     def __post_init__(self) -> None:
-        if self.world_preset not in ("tiny", "default"):
-            raise ValueError(f"world_preset must be 'tiny' or 'default', got {self.world_preset!r}")
+        if self.world_preset not in ("tiny", "default", "simple"):
+            raise ValueError(
+                f"world_preset must be 'tiny', 'default' or 'simple', got {self.world_preset!r}"
+            )
         if self.eval_limit < 1:
             raise ValueError("eval_limit must be >= 1")
 
@@ -177,7 +179,7 @@ def run_llava_recipe(cfg: LlavaRecipeConfig, out: Path) -> dict:
             metrics=metrics,
             recipe={"config": asdict(cfg), "total_seconds": round(time.perf_counter() - started, 1)},
         )
-        if manifest["total_bytes"] > LLAVA_BUDGET_BYTES and cfg.world_preset == "default":
+        if manifest["total_bytes"] > LLAVA_BUDGET_BYTES and cfg.world_preset != "tiny":
             raise RuntimeError(
                 f"embedded model is {manifest['total_bytes']} bytes, over {LLAVA_BUDGET_BYTES}"
             )

@@ -14,6 +14,9 @@ class WorldConfig:
 
     * ``tiny``: CI-sized; the whole world generates in a few seconds on one core.
     * ``default``: the recipe; about 37k images, generated in under two minutes on two cores.
+    * ``simple``: the chat model's world (issue #18's fallback): 1-2 larger objects per regular scene, 1-3
+      small things per LARGE scene (the AnyRes small-detail scenes kept), a small pool (the foundation
+      models come from ``default``).
     """
 
     name: str = "custom"
@@ -24,6 +27,8 @@ class WorldConfig:
     scene_size: IntRange = (128, 192)  # side lengths in pixels, drawn per side (so aspect varies)
     large_scene_size: IntRange = (256, 320)
     scene_objects: IntRange = (2, 5)
+    # Relative weights of the small / medium / large object sizes in regular scenes.
+    regular_size_weights: tuple[float, float, float] = (0.35, 0.4, 0.25)
     large_scene_shapes: IntRange = (3, 6)
     large_scene_signs: IntRange = (1, 2)
     sign_rate: float = 0.3  # chance a regular scene holds one sign
@@ -77,6 +82,10 @@ class WorldConfig:
             raise ValueError(
                 "large_scene_size must start above scene_size: LARGE scenes are the high-res ones"
             )
+        if len(self.regular_size_weights) != 3 or min(self.regular_size_weights) < 0 or not any(
+            self.regular_size_weights
+        ):
+            raise ValueError("regular_size_weights: need three non-negative weights, not all zero")
         if self.scene_objects[1] > 8 or self.large_scene_shapes[1] + self.large_scene_signs[1] > 10:
             raise ValueError("too many objects to place without overlap")
         if self.vqa_per_category_per_image < 1 or self.mc_per_image < 1 or self.pope_per_kind < 1:
@@ -97,4 +106,14 @@ class WorldConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"train_scenes": 40, "test_scenes": 20, "pool_size": 600, "task_images_per_class": 8},
     "default": {"train_scenes": 5000, "test_scenes": 400, "pool_size": 30000, "task_images_per_class": 40},
+    "simple": {
+        "train_scenes": 5000,
+        "test_scenes": 400,
+        "pool_size": 2000,
+        "task_images_per_class": 8,
+        "scene_objects": (1, 2),
+        "regular_size_weights": (0.1, 0.4, 0.5),
+        "large_scene_shapes": (1, 3),
+        "large_scene_signs": (1, 1),
+    },
 }

@@ -22,7 +22,6 @@ from trainer.synthworld.sampling import (
 
 # Object side as a fraction of the canvas' shorter side, per size class (regular scenes).
 _REGULAR_SIDES = {"small": (0.13, 0.2), "medium": (0.22, 0.3), "large": (0.32, 0.42)}
-_REGULAR_WEIGHTS = {"small": 0.35, "medium": 0.4, "large": 0.25}
 # LARGE scenes hold only small things: "tiny" ones (<= 4% of the side, ~2 px at a 64-px tile) and small ones.
 _LARGE_SCENE_SIDES = ((0.03, 0.042), (0.06, 0.1))
 _MAX_SCENE_TRIES = 20
@@ -60,7 +59,7 @@ def _regular_objects(rng: random.Random, config: WorldConfig, width: int, height
             objects.append(sign_object(rng, text, box[0], box[1], config.regular_glyph_scale, side))
             taken.append(objects[-1].bbox)
     for _ in range(rng.randint(*config.scene_objects) - len(objects)):
-        size = rng.choices(list(_REGULAR_WEIGHTS), weights=list(_REGULAR_WEIGHTS.values()))[0]
+        size = rng.choices(list(_REGULAR_SIDES), weights=config.regular_size_weights)[0]
         low, high = _REGULAR_SIDES[size]
         length = max(6, round(side * rng.uniform(low, high)))
         box = free_box(rng, width, height, length, length, taken)
