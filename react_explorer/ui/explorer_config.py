@@ -110,6 +110,14 @@ def add_explorer_arguments(parser: argparse.ArgumentParser) -> None:
         "(repeatable; runs/react/*/ is found without it)",
     )
     group.add_argument(
+        "--react-world",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="SynthWorld world: its pool/ is the embedded pool, its tasks/ fill the class list and score REACT "
+        f"jobs before/after (default {DEFAULT_WORLD.relative_to(PROJECT_ROOT)})",
+    )
+    group.add_argument(
         "--react-no-background-build",
         action="store_true",
         help="do not build a missing embedded SynthWorld index from app start (it is built on first use instead)",
@@ -121,5 +129,10 @@ def explorer_config_from_args(args: argparse.Namespace) -> ExplorerConfig:
     missing = [str(path) for path in args.react_index if not path.is_dir()]
     if missing:
         raise ValueError(f"--react-index {missing[0]} is not a directory")
+    world = getattr(args, "react_world", None)
+    if world is not None and not world.is_dir():
+        raise ValueError(f"--react-world {world} is not a directory")
     background = not getattr(args, "react_no_background_build", False)
-    return ExplorerConfig(user_indexes=tuple(args.react_index), background_build=background)
+    return ExplorerConfig(
+        world=world or DEFAULT_WORLD, user_indexes=tuple(args.react_index), background_build=background
+    )
