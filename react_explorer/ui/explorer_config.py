@@ -36,6 +36,9 @@ class ExplorerConfig:
     """Exports are written here and nowhere else (a name, never a path, comes from the page)."""
     user_indexes: tuple[Path, ...] = ()
     """Index directories named on the command line (listed even outside ``runs_root``)."""
+    job_workspace: Path | None = None
+    """The training launcher's workspace: the indexes its index-build jobs wrote (``jobs/<id>/run/index``, e.g.
+    the pool re-embedded by a customized CLIP) are listed too. Set by the app shell when the launcher is on."""
     max_galleries: int = 32
     """Per-class galleries on the page; further classes are in the table and the export, not shown."""
     gallery_limit: int = 48
@@ -57,6 +60,8 @@ class ExplorerConfig:
         object.__setattr__(
             self, "user_indexes", tuple(Path(p).expanduser().resolve() for p in self.user_indexes)
         )
+        if self.job_workspace is not None:
+            object.__setattr__(self, "job_workspace", Path(self.job_workspace).expanduser().resolve())
         for name in ("max_galleries", "gallery_limit", "max_loaded_indexes", "build_batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
