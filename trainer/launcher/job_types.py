@@ -99,6 +99,14 @@ class ReactCustomizeParams:
     strategy: str = "gated-image"
     max_steps: int | None = None
     gamma: float = 0.9
+    classes: str = ""
+    """The retrieval's class names (comma-separated): the zero-shot before/after scores only these classes."""
+    eval_task: str = ""
+    """A labelled task (SynthWorld task folder or ImageFolder) scored zero-shot before and after into
+    zeroshot.json (empty: no scores)."""
+    pool: str = ""
+    """The pool the subset was retrieved from; training does not read it: "Re-index the pool with this CLIP"
+    embeds it with the result."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,8 @@ class ReactEvalParams:
     """The customized model directory (a react-customize job's ``final``)."""
     baseline: str = f"{EMBEDDED_MODELS}/synthworld-clip"
     task: str = ".cache/synthworld/default-seed0/tasks/species"
+    classes: str = ""
+    """Comma-separated class names: score only these classes of the task (empty: all)."""
 
 
 @dataclass(frozen=True)
@@ -365,10 +375,13 @@ JOB_TYPES: dict[str, JobType] = {
                 "--gamma",
                 str(p.gamma),
                 *_opt("--max-steps", p.max_steps),
+                *_opt("--eval-task", p.eval_task),
+                *(_opt("--eval-classes", p.classes) if p.eval_task else []),
                 "--no-progress",
             ],
-            "final/ (open_clip directory with the REACT settings), metrics.jsonl, checkpoints/",
-            ("subset", "base"),
+            "final/ (open_clip directory with the REACT settings), zeroshot.json (with an eval_task), "
+            "metrics.jsonl, checkpoints/",
+            ("subset", "base", "eval_task", "pool"),
             True,
         ),  # fmt: skip
         JobType(
@@ -386,6 +399,7 @@ JOB_TYPES: dict[str, JobType] = {
                 p.baseline,
                 "--task",
                 p.task,
+                *_opt("--classes", p.classes),
                 "--json",
                 "--out",
                 str(run / "zeroshot.json"),

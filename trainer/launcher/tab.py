@@ -11,20 +11,39 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
+from react_explorer.ui.subset_handoff import SubsetHandoff
 from trainer.launcher.job_types import JobParamsError
 from trainer.launcher.manager import JobManager
+from trainer.launcher.prefill import (
+    REACT_FLOW_PRESET,
+    REACT_JOB,
+    form_params,
+    prefill_note,
+    react_customize_values,
+    switch_preset,
+)
+from trainer.launcher.react_results import (
+    REINDEX_TYPE,
+    ZEROSHOT_HEADERS,
+    ReindexError,
+    before_after_rows,
+    customized_model,
+    read_report,
+    reindex_values,
+)
 from trainer.launcher.registry import RegistryError
 from trainer.launcher.settings import LauncherSettings
 from trainer.launcher.views import TABLE_HEADERS, curve_points, job_json, progress, table_row
 from trainer.launcher.workspace import PathOutsideWorkspaceError
 from vision_common.app_tab import AppTab
 
-USER_ERRORS = (JobParamsError, RegistryError, PathOutsideWorkspaceError, ValueError)
+USER_ERRORS = (JobParamsError, RegistryError, PathOutsideWorkspaceError, ReindexError, ValueError)
 HELP = (
     "Start a training job implemented in `trainer/`: pick its type, a preset, and edit the parameters (JSON; "
     "input paths are relative to the project). Jobs run one at a time in the background, survive an app "
@@ -76,9 +95,42 @@ class LauncherActions:
         }  # fmt: skip
 
     def params_text(self, job_type: str, preset: str | None) -> str:
-        t = self.manager.job_type(job_type)
-        values = {**t.defaults(), **(t.presets.get(preset, {}) if preset else {})}
-        return json.dumps({"preset": preset, **values} if preset else values, indent=1)
+        return json.dumps(form_params(self.manager.job_type(job_type), preset), indent=1)
+
+    def job_type_picked(self, job_type: str) -> tuple[Any, str]:
+        """A new job type: its presets (``tiny`` first when it has one) and that preset's parameters."""
+        presets = list(self.manager.job_type(job_type).presets)
+        preset = "tiny" if "tiny" in presets else None
+        return gr.Dropdown(presets, value=preset), self.params_text(job_type, preset)
+
+    def preset_picked(self, job_type: str, preset: str | None, current: str) -> str:
+        """A new preset keeps the values the user or a flow set (``prefill.switch_preset``)."""
+        return json.dumps(switch_preset(self.manager.job_type(job_type), current, preset), indent=1)
+
+    def react_customize_form(self, handoff: SubsetHandoff | None) -> tuple[Any, Any, str, str]:
+        """The form (job type, preset, parameters, status) prefilled from the explorer's last export."""
+        if handoff is None:
+            raise gr.Error("export the subset first; then it can be customized on", print_exception=False)
+        job_type = self.manager.job_type(REACT_JOB)
+        values = react_customize_values(handoff)
+        params = json.dumps(form_params(job_type, REACT_FLOW_PRESET, values), indent=1)
+        types = [(t.title, name) for name, t in self.manager.job_types.items()]
+        return (
+            gr.Dropdown(types, value=REACT_JOB),
+            gr.Dropdown(list(job_type.presets), value=REACT_FLOW_PRESET),
+            params,
+            prefill_note(handoff, values),
+        )
+
+    def reindex(self, job_id: str, token: str | None = None) -> str:
+        """Start an ``index-build`` job embedding a finished REACT job's pool with its customized CLIP."""
+        self._authorise(token)
+        try:
+            job = self.manager.registry.get(job_id)
+            values = reindex_values(job, self.manager.run_dir(job))
+            return self.manager.start(REINDEX_TYPE, values, job.executor).id
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc), print_exception=False) from exc
 
     def start(self, job_type: str, params: str, executor: str = "local", token: str | None = None) -> str:
         self._authorise(token)
@@ -124,7 +176,8 @@ class LauncherActions:
     # -- page views --------------------------------------------------------------------------------------------
 
     def refresh(self, selected: str | None) -> tuple[Any, ...]:
-        """Outputs: jobs table, job selector, loss curve, learning-rate curve, log tail, details."""
+        """Outputs: jobs table, job selector, loss curve, learning-rate curve, log tail, details, the REACT
+        before/after table, the re-index button."""
         jobs = self.manager.registry.jobs()
         rows = [table_row(job, progress(job, self.manager.metrics(job))) for job in reversed(jobs)]
         ids = [job.id for job in reversed(jobs)]
@@ -133,7 +186,8 @@ class LauncherActions:
         table = pd.DataFrame(rows, columns=TABLE_HEADERS)
         if selected is None:
             empty = pd.DataFrame({"step": [], "value": [], "series": []})
-            return table, gr.Dropdown(choices=ids, value=None), empty, empty, "", "No jobs yet."
+            return (table, gr.Dropdown(choices=ids, value=None), empty, empty, "", "No jobs yet.",
+                    *self._react_views(None))  # fmt: skip
         job = self.manager.registry.get(selected)
         metrics = self.manager.metrics(job)
         points = pd.DataFrame(curve_points(metrics), columns=["step", "value", "series"])
@@ -154,7 +208,21 @@ class LauncherActions:
             lr,
             self.manager.log_tail(job, 40),
             details,
+            *self._react_views(job),
         )
+
+    def _react_views(self, job: Any) -> tuple[Any, Any]:
+        """The zero-shot before/after table (a finished REACT job with a report) and the re-index button (a
+        finished react-customize job with its model); both hidden otherwise."""
+        run_dir = self.manager.run_dir(job) if job is not None else None
+        report = read_report(job, run_dir) if job is not None else None
+        table = (
+            gr.Dataframe(value=before_after_rows(report), visible=True)
+            if report is not None
+            else gr.Dataframe(visible=False)
+        )
+        can_reindex = job is not None and job.type == REACT_JOB and job.state == "succeeded"
+        return table, gr.Button(visible=bool(can_reindex and customized_model(run_dir)))
 
 
 def launcher_tab(settings: LauncherSettings) -> AppTab:
@@ -179,7 +247,23 @@ def launcher_tab(settings: LauncherSettings) -> AppTab:
     )
 
 
-def build_launcher_tab(actions: LauncherActions) -> None:
+@dataclass(frozen=True)
+class LauncherPorts:
+    """What the tab offers other tabs' flows: the form a flow may prefill (``actions.react_customize_form``'s
+    outputs, in this order) and the actions."""
+
+    job_type: gr.Dropdown
+    preset: gr.Dropdown
+    params: gr.Code
+    status: gr.Markdown
+    actions: LauncherActions
+
+    @property
+    def form(self) -> list[Any]:
+        return [self.job_type, self.preset, self.params, self.status]
+
+
+def build_launcher_tab(actions: LauncherActions) -> LauncherPorts:
     types = actions.manager.job_types
     first = "llava-stage2" if "llava-stage2" in types else next(iter(types))
     gr.Markdown(HELP)
@@ -209,6 +293,14 @@ def build_launcher_tab(actions: LauncherActions) -> None:
                 delete = gr.Button("Delete", variant="stop", elem_id="launcher-delete")
                 confirm = gr.Checkbox(label="yes, delete it and its folder", value=False)
             details = gr.Markdown(elem_id="launcher-details")
+            zeroshot = gr.Dataframe(
+                headers=ZEROSHOT_HEADERS,
+                interactive=False,
+                visible=False,
+                label="Zero-shot before / after (%, change in points)",
+                elem_id="launcher-zeroshot",
+            )
+            reindex = gr.Button("Re-index the pool with this CLIP", visible=False, elem_id="launcher-reindex")
             with gr.Row():
                 loss = gr.LinePlot(
                     x="step", y="value", label="Training loss", elem_id="launcher-loss", height=260
@@ -219,13 +311,14 @@ def build_launcher_tab(actions: LauncherActions) -> None:
             log = gr.Textbox(
                 label="Log (tail)", lines=12, max_lines=12, autoscroll=True, elem_id="launcher-log"
             )
-    views = [table, selected, loss, lr, log, details]
+    views = [table, selected, loss, lr, log, details, zeroshot, reindex]
     timer = gr.Timer(actions.settings.refresh_s)
     timer.tick(actions.refresh, [selected], views, show_progress="hidden", **private)
     selected.input(actions.refresh, [selected], views, **private)
-    job_type.change(lambda t: gr.Dropdown(list(types[t].presets), value="tiny" if "tiny" in types[t].presets else None),
-                    [job_type], [preset], **private)  # fmt: skip
-    preset.change(actions.params_text, [job_type, preset], [params], **private)
+    # ``input`` (the user's picks) and not ``change``: a flow's prefill sets job type, preset and parameters
+    # together, and a ``change`` cascade would then overwrite the prefilled parameters with the preset's.
+    job_type.input(actions.job_type_picked, [job_type], [preset, params], **private)
+    preset.input(actions.preset_picked, [job_type, preset, params], [params], **private)
 
     def start_from_page(t: str, p: str, ex: str, tok: str | None) -> tuple[str, Any]:
         job_id = actions.start(t, p, ex, tok)
@@ -234,12 +327,22 @@ def build_launcher_tab(actions: LauncherActions) -> None:
         return f"Queued **{job_id}** ({ex}).", gr.Dropdown(choices=ids, value=job_id)
 
     start.click(start_from_page, [job_type, params, executor, token], [status, selected], **private)
+
+    def reindex_from_page(j: str, tok: str | None) -> tuple[str, Any]:
+        job_id = actions.reindex(j, tok)
+        ids = [job.id for job in reversed(actions.manager.registry.jobs())]
+        return f"Queued **{job_id}** ({REINDEX_TYPE} with the CLIP of {j}).", gr.Dropdown(
+            choices=ids, value=job_id
+        )
+
+    reindex.click(reindex_from_page, [selected, token], [status, selected], **private)
     cancel.click(lambda j, tok: f"{j}: {actions.cancel(j, tok)}", [selected, token], [status], **private)
     resume.click(lambda j, tok: f"{j}: {actions.resume(j, tok)}", [selected, token], [status], **private)
     delete.click(lambda j, c, tok: f"{j}: deleted ({actions.delete(j, c, tok)})", [selected, confirm, token], [status],
                  **private)  # fmt: skip
     with gr.Group(visible=False):  # components only the API uses
         _api_components(actions)
+    return LauncherPorts(job_type, preset, params, status, actions)
 
 
 def _api_components(actions: LauncherActions) -> None:

@@ -3,7 +3,9 @@
 Runs single-process, or distributed with ``accelerate launch [--cpu] --num_processes N -m trainer.react train
 ...``. Writes to ``--out``: ``run_config.json`` (config, sources, subset report, parameter counts),
 ``metrics.jsonl``, ``checkpoints/step-*`` and, when the run finishes, ``final/`` (the customized model as an
-open_clip directory with ``react_cfg``; ``react_explorer`` loads it). ``--resume`` continues from the newest
+open_clip directory with ``react_cfg``; ``react_explorer`` loads it) and, with ``--eval-task``, ``zeroshot.json``
+(zero-shot top-1/top-5 of the base and the customized model on those tasks, optionally only on
+``--eval-classes``: the launcher's before/after table). ``--resume`` continues from the newest
 checkpoint with the same data order; SIGTERM checkpoints and exits with status 143; bad input exits with
 status 2 and a message naming the problem.
 """
@@ -29,6 +31,7 @@ from react_explorer.customized.gated_blocks import (
     vision_blocks,
 )
 from react_explorer.customized.model_dir import ClipBundle, load_base, save_model_dir
+from trainer.foundation.zeroshot import TaskDataError
 from trainer.react.config import PRESETS, STRATEGIES, ReactConfigError, ReactTrainConfig, react_preset
 from trainer.react.data import (
     PairDataset,
@@ -47,6 +50,12 @@ from trainer.react.strategies import (
     train_mode_for,
     unwrap,
 )
+from trainer.react.zeroshot_eval import (
+    before_after_report,
+    before_after_table,
+    check_tasks,
+    parse_class_list,
+)
 from trainer.runtime.checkpoint import CheckpointError
 from trainer.runtime.data_order import DataOrderError
 from trainer.runtime.loop import (
@@ -61,6 +70,7 @@ from vision_common.atomic import atomic_write_json
 
 FINAL_DIR = "final"
 RUN_CONFIG_NAME = "run_config.json"
+ZEROSHOT_REPORT = "zeroshot.json"
 EXIT_STOPPED_BY_SIGNAL = 143
 EXIT_BAD_INPUT = 2
 # The fork clamps logit_scale to [0, ln 100] after every update (training/train.py).
@@ -106,6 +116,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--stop-after-steps", type=int, help="stop with a checkpoint after N updates (preemption)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    parser.add_argument("--eval-task", action="append", default=[], type=Path,
+                        help="after training, score base and result zero-shot on this task (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--eval-classes", default="", help="comma-separated: score only these classes of the eval tasks"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ReactTrainConfig:
@@ -281,17 +296,26 @@ def customize(
 
 
 def run_train(args: argparse.Namespace) -> int:
+    classes = parse_class_list(args.eval_classes)
     try:
         cfg = config_from_args(args)
+        check_tasks(args.eval_task, classes)  # a bad task or class fails now, not after the training run
         result = customize(
             args.subset, args.base, args.out, cfg, checkpoint=args.checkpoint,
             skip_missing_images=args.skip_missing_images, resume=args.resume,
             stop_after_steps=args.stop_after_steps, progress=not args.no_progress,
         )  # fmt: skip
-    except BAD_INPUT as exc:
+    except (*BAD_INPUT, TaskDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     run = result.run
+    if result.final_dir is not None and args.eval_task:
+        report = before_after_report(
+            str(result.final_dir), args.base, args.eval_task, baseline_checkpoint=args.checkpoint,
+            classes=classes, progress=False,
+        )  # fmt: skip
+        atomic_write_json(args.out / ZEROSHOT_REPORT, report)
+        print(before_after_table(report["before"], report["after"]), file=sys.stderr)
     state = "finished" if run.finished else f"stopped ({run.stop_reason})"
     if result.final_dir is not None or not run.finished:
         print(f"{state} at step {run.step}/{run.total_steps}; checkpoint {run.checkpoint}; "
