@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from trainer.launcher.workspace import PathOutsideWorkspaceError, confined, is_inside
+from trainer.llava.config import PRESETS as LLAVA_CONFIGS  # the trainers' own names: one list each
+from trainer.react.config import STRATEGIES as REACT_STRATEGIES
 from vision_common.paths import PROJECT_ROOT
 
 EMBEDDED_LLAVA = "assets/models/synthworld-llava-next"
@@ -202,7 +204,6 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "react-customize": ("subset",),
     "react-eval": ("model",),
 }
-REACT_STRATEGIES = ("gated-image", "locked-text", "locked-image", "full")
 
 
 def _field_type(params_type: type, name: str) -> Any:
@@ -250,7 +251,6 @@ def _llava(stage: int) -> Callable[[LlavaTrainParams, Path], list[str]]:
 
 
 LLAVA_PATHS = ("data", "images", "init", "vision_tower", "language_model", "tokenizer")
-LLAVA_CONFIGS = ("tiny", "synthworld", "llava_1_5_7b", "llava_next_7b")
 
 JOB_TYPES: dict[str, JobType] = {
     t.name: t

@@ -34,7 +34,9 @@ from react_explorer.customized.model_dir import ClipBundle, load_base, save_mode
 from trainer.foundation.zeroshot import TaskDataError
 from trainer.react.config import PRESETS, STRATEGIES, ReactConfigError, ReactTrainConfig, react_preset
 from trainer.react.data import (
+    Pair,
     PairDataset,
+    PreloadReport,
     SubsetError,
     SubsetReport,
     build_train_transform,
@@ -108,6 +110,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, help="checkpoint every N updates (0: end only)")
     parser.add_argument("--num-workers", type=int, help="DataLoader decode processes")
     parser.add_argument("--no-augment", action="store_true", help="use the evaluation transform")
+    parser.add_argument("--preload-max-mb", type=int,
+                        help="decode the subset once up front when it fits this many MiB (0: per batch)")  # fmt: skip
     parser.add_argument(
         "--skip-missing-images", action="store_true", help="drop (and count) pairs without image"
     )
@@ -137,6 +141,7 @@ def config_from_args(args: argparse.Namespace) -> ReactTrainConfig:
         "micro_batch_size": args.micro_batch_size,
         "grad_checkpointing": True if args.grad_checkpointing else None,
         "augment": replace(cfg.augment, enabled=False) if args.no_augment else None,
+        "preload_max_mb": args.preload_max_mb,
     }
     runtime = {
         "learning_rate": args.learning_rate,
@@ -184,6 +189,18 @@ def image_geometry(bundle: ClipBundle) -> tuple[int, tuple[float, ...], tuple[fl
     size = size[0] if isinstance(size, (tuple, list)) else int(size)
     pre = {**(getattr(bundle.model.visual, "preprocess_cfg", {}) or {}), **bundle.preprocess_cfg}
     return size, tuple(pre["mean"]), tuple(pre["std"])
+
+
+def build_dataset(
+    pairs: Sequence[Pair], bundle: ClipBundle, cfg: ReactTrainConfig
+) -> tuple[PairDataset, PreloadReport]:
+    """The run's dataset: captions tokenised once, images decoded once up front when they fit the budget."""
+    size, mean, std = image_geometry(bundle)
+    augment = cfg.augment.enabled
+    transform = build_train_transform(cfg.augment, size, mean, std) if augment else bundle.preprocess
+    dataset = PairDataset(pairs, tokenize_all(bundle.tokenizer, [p.caption for p in pairs]), transform)
+    report = dataset.preload(cfg.preload_max_mb * 2**20, deterministic=not augment)
+    return dataset, report
 
 
 def clamp_logit_scale(model: nn.Module) -> None:
@@ -254,11 +271,7 @@ def customize(
             f"micro_batch_size = {cfg.micro_batch_size} is larger than the subset ({len(pairs)} pairs)"
         )
     bundle = prepare_model(load_base(base, checkpoint), cfg)
-    size, mean, std = image_geometry(bundle)
-    transform = (
-        build_train_transform(cfg.augment, size, mean, std) if cfg.augment.enabled else bundle.preprocess
-    )
-    dataset = PairDataset(pairs, tokenize_all(bundle.tokenizer, [p.caption for p in pairs]), transform)
+    dataset, preload = build_dataset(pairs, bundle, cfg)
     accelerator = make_accelerator(cfg.runtime)
     counts = parameter_counts(bundle.model)
     description = {"preset": cfg.preset, "strategy": cfg.strategy, "base": base, "checkpoint": checkpoint,
@@ -268,12 +281,15 @@ def customize(
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / RUN_CONFIG_NAME, {
             **description, "config": cfg.to_dict(), "subset_report": report.to_dict(), "parameters": counts,
+            "preload": preload.to_dict(),
             "react_cfg": bundle.react.to_dict() if bundle.react else None, "world_size": accelerator.num_processes,
         })  # fmt: skip
         print(
             f"{cfg.strategy}: {counts['trainable']:,} of {counts['total']:,} parameters train (gated blocks "
             f"{counts['gated']:,}, image tower {counts['image']:,}, text tower {counts['text']:,}); "
-            f"subset {report.pairs} pairs ({report.skipped_missing_images} skipped for missing images)",
+            f"subset {report.pairs} pairs ({report.skipped_missing_images} skipped for missing images); "
+            f"preload {preload.kind}: {preload.images} images, {preload.bytes / 2**20:.1f} MiB, "
+            f"{preload.seconds:.1f} s",
             file=sys.stderr,
         )
     result = run_training(
