@@ -211,7 +211,7 @@ def test_heldout_perplexity_far_below_unigram_on_structured_text():
     assert metrics["heldout_perplexity"] < 0.3 * metrics["unigram_perplexity"]
 
 
-def test_time_budget_stops_training_and_bf16_still_learns(tok):
+def test_time_budget_stops_training(tok):
     torch.set_num_threads(1)
     blocks = pack_blocks(encode_stream(tok, CORPUS), 32)
     cfg = replace(PretrainConfig.tiny(), max_steps=1_000_000, warmup_steps=5, precision="bf16")
@@ -220,7 +220,18 @@ def test_time_budget_stops_training_and_bf16_still_learns(tok):
     started = time.perf_counter()
     result = pretrain(model, blocks, cfg, deadline=started + 1.5, show_progress=False)
     assert time.perf_counter() - started < 5.0
-    assert 10 < result["steps"] < 1_000_000 and result["precision"] == "bf16"
+    assert 1 <= result["steps"] < 1_000_000 and result["precision"] == "bf16"
+
+
+def test_bf16_still_learns(tok):
+    # A fixed number of updates, not a time budget: how far a budget gets depends on the machine's load.
+    torch.set_num_threads(1)
+    blocks = pack_blocks(encode_stream(tok, CORPUS), 32)
+    cfg = replace(PretrainConfig.tiny(), max_steps=120, warmup_steps=5, precision="bf16")
+    torch.manual_seed(0)
+    model = build_tiny_lm(TinyLMConfig.tiny(), tok)
+    result = pretrain(model, blocks, cfg, show_progress=False)
+    assert result["steps"] == 120 and result["precision"] == "bf16"
     assert result["loss_history"][-1]["loss"] < 0.5 * result["loss_history"][0]["loss"]
 
 
