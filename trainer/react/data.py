@@ -12,7 +12,8 @@ Augmentation uses timm's ``create_transform`` (REACT's recipe); with it off, the
 
 A subset that fits a memory budget is decoded once before training (``PairDataset.preload``): a run sees each
 pair once per epoch (the ``synthworld`` preset: 10 epochs), and decoding + transforming a batch of 64 PNGs per
-update took ~0.15 s of a ~0.7 s update of the tiny CLIP on two cores (profiled; docs/react_customization.md).
+update took 0.17 s wall (0.065 CPU-s) of a ~0.75 s update of the tiny CLIP on two shared cores (profiled;
+docs/react_customization.md "Throughput").
 """
 
 from __future__ import annotations
