@@ -114,6 +114,21 @@ def add_explorer_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not build a missing embedded SynthWorld index from app start (it is built on first use instead)",
     )
+    group.add_argument(
+        "--react-world",
+        type=Path,
+        default=DEFAULT_WORLD,
+        metavar="DIR",
+        help="the SynthWorld world whose pool is the embedded index and whose tasks fill the class list "
+        "(python -m trainer.synthworld generate --out DIR ...)",
+    )
+    group.add_argument(
+        "--react-cache",
+        type=Path,
+        default=DEFAULT_CACHE_ROOT,
+        metavar="DIR",
+        help="where the embedded pool's index is built and kept (one folder per world and CLIP)",
+    )
 
 
 def explorer_config_from_args(args: argparse.Namespace) -> ExplorerConfig:
@@ -122,4 +137,9 @@ def explorer_config_from_args(args: argparse.Namespace) -> ExplorerConfig:
     if missing:
         raise ValueError(f"--react-index {missing[0]} is not a directory")
     background = not getattr(args, "react_no_background_build", False)
-    return ExplorerConfig(user_indexes=tuple(args.react_index), background_build=background)
+    return ExplorerConfig(
+        world=getattr(args, "react_world", DEFAULT_WORLD),
+        cache_root=getattr(args, "react_cache", DEFAULT_CACHE_ROOT),
+        user_indexes=tuple(args.react_index),
+        background_build=background,
+    )
