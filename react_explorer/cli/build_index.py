@@ -31,6 +31,7 @@ from react_explorer.errors import IndexBuildError  # noqa: E402
 from react_explorer.index.build import build_index_dir  # noqa: E402
 from react_explorer.index.manifest import IndexManifest  # noqa: E402
 from react_explorer.index.plan import INDEX_TYPES, IndexBuildConfig  # noqa: E402
+from react_explorer.index.progress import BuildProgress, ProgressCallback  # noqa: E402
 from react_explorer.index.shards import METADATA_DIR, MODALITY_DIRS, open_embedding_shards  # noqa: E402
 
 
@@ -133,8 +134,10 @@ def prepare_embeddings_dir(directory: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def build(args: argparse.Namespace) -> IndexManifest | None:
-    """Embed (all ranks) and index (rank 0); returns the manifest on rank 0, None elsewhere."""
+def build(args: argparse.Namespace, on_progress: ProgressCallback | None = None) -> IndexManifest | None:
+    """Embed (all ranks) and index (rank 0); returns the manifest on rank 0, None elsewhere.
+
+    ``on_progress`` (the app's background build) hears each embedded batch and the start of indexing."""
     cfg = index_config_from_args(args)
     modalities = parse_modalities(args.modalities)
     out = Path(args.out)
@@ -168,7 +171,8 @@ def build(args: argparse.Namespace) -> IndexManifest | None:
         prepare_embeddings_dir(embeddings)
     barrier()
     encoder = load_encoder(spec, device=device)
-    embed_pool_shard(pool, encoder, embeddings, rank=rank, world_size=world_size, cfg=embed_cfg)
+    embed_pool_shard(pool, encoder, embeddings, rank=rank, world_size=world_size, cfg=embed_cfg,
+                     on_progress=on_progress)  # fmt: skip
     barrier()
     if rank != 0:
         return None
@@ -178,6 +182,8 @@ def build(args: argparse.Namespace) -> IndexManifest | None:
             f"{embeddings}: {len(shards.shards)} shards with {shards.count} rows, expected {world_size} with "
             f"{len(pool)}"
         )
+    if on_progress is not None:
+        on_progress(BuildProgress("index", shards.count, shards.count, "image" in modalities))
     info = {
         "pool": str(pool_path.resolve()),
         "pool_format": kind,

@@ -7,6 +7,7 @@ With W processes (``accelerate launch``/``torchrun``), rank r embeds the contigu
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 
 from react_explorer.embedding.encoders import ClipEncoder, check_image_files
 from react_explorer.embedding.pool_readers import PairPool
+from react_explorer.index.progress import BuildProgress, ProgressCallback
 from react_explorer.index.shards import write_embedding_shard
 
 EMBED_MODALITIES = ("image", "text")
@@ -64,13 +66,20 @@ def embed_pool_shard(
     rank: int = 0,
     world_size: int = 1,
     cfg: EmbedConfig | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> int:
-    """Embed this rank's rows and write shard ``rank`` under ``out_dir``; returns the number of rows."""
+    """Embed this rank's rows and write shard ``rank`` under ``out_dir``; returns the number of rows.
+
+    ``on_progress`` hears after every batch how many of this rank's rows each stage has embedded (images
+    first, then captions: the order the shard writer consumes them)."""
     cfg = cfg or EmbedConfig()
     start, stop = rank_slice(len(pool), rank, world_size)
     part = pool.slice(start, stop)
     names = pool.row_names()[start:stop]
     vectors: dict[str, Any] = {}
+    with_images = "image" in cfg.modalities
+    if on_progress is not None:
+        on_progress(BuildProgress("images" if with_images else "captions", 0, len(part), with_images))
     if "image" in cfg.modalities:
         files = part.image_files()
         check_image_files(files, names)  # every missing file is reported before any work
@@ -85,5 +94,22 @@ def embed_pool_shard(
         vectors["text"] = encoder.iter_text_embeddings(
             part.captions(), batch_size=cfg.batch_size, progress=cfg.progress
         )
+    if on_progress is not None:
+        stages = {"image": "images", "text": "captions"}
+        vectors = {
+            modality: _reporting(batches, stages[modality], len(part), with_images, on_progress)
+            for modality, batches in vectors.items()
+        }
     write_embedding_shard(Path(out_dir), rank, part.table, vectors, encoder.dim, dtype=np.dtype(cfg.dtype))
     return len(part)
+
+
+def _reporting(
+    batches: Iterable[np.ndarray], stage: str, total: int, with_images: bool, on_progress: ProgressCallback
+) -> Iterator[np.ndarray]:
+    """The batches unchanged, reporting the rows embedded so far after each one."""
+    done = 0
+    for batch in batches:
+        yield batch
+        done = min(done + len(batch), total)
+        on_progress(BuildProgress(stage, done, total, with_images))

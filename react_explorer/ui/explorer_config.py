@@ -127,6 +127,13 @@ def add_explorer_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not build a missing embedded SynthWorld index from app start (it is built on first use instead)",
     )
+    group.add_argument(
+        "--react-cache",
+        type=Path,
+        default=DEFAULT_CACHE_ROOT,
+        metavar="DIR",
+        help="where the embedded pool's index is built and kept (one folder per world and CLIP)",
+    )
 
 
 def explorer_config_from_args(args: argparse.Namespace) -> ExplorerConfig:
@@ -139,5 +146,8 @@ def explorer_config_from_args(args: argparse.Namespace) -> ExplorerConfig:
         raise ValueError(f"--react-world {world} is not a directory")
     background = not getattr(args, "react_no_background_build", False)
     return ExplorerConfig(
-        world=world or DEFAULT_WORLD, user_indexes=tuple(args.react_index), background_build=background
+        world=world or DEFAULT_WORLD,
+        cache_root=getattr(args, "react_cache", DEFAULT_CACHE_ROOT),
+        user_indexes=tuple(args.react_index),
+        background_build=background,
     )

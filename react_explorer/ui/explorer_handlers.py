@@ -39,6 +39,7 @@ from vision_common.atomic import OutputNotWritableError
 log = logging.getLogger("react_explorer.ui")
 # What counts as the user's mistake (shown as such); anything else is logged with its traceback as well.
 USER_ERRORS = (ReactExplorerError, ValueError, OutputNotWritableError, FileNotFoundError)
+BUILD_TICK_S = 3.0  # how often every page refreshes the background build's progress line
 NO_SELECTION = "Click a result to see its caption, metadata and every query that hit it."
 
 
@@ -83,8 +84,10 @@ class ExplorerHandlers:
         return f"{manifest.count:,} pairs, {manifest.dim}-d ({kinds}); model `{manifest.model}`"
 
     def build_tick(self, value: str | None) -> tuple[str, Any]:
-        """The index line while the background build runs; the timer stops once it is over."""
-        return self.index_info(value), gr.Timer(active=self.services.background.state().running)
+        """The index line while the background build runs; the timer ticks every ``BUILD_TICK_S`` and stops once
+        the build is over."""
+        running = self.services.background.state().running
+        return self.index_info(value), gr.Timer(value=BUILD_TICK_S, active=running)
 
     def refresh_indexes(self, current: str | None) -> Any:
         choices = [(choice.label, choice.value) for choice in self.services.choices()]

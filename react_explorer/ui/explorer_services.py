@@ -14,6 +14,7 @@ from react_explorer.embedding.encoders import load_encoder
 from react_explorer.embedding.model_spec import parse_model_spec
 from react_explorer.errors import IndexLoadError, QueryError
 from react_explorer.index.clip_index import ClipIndex
+from react_explorer.index.progress import ProgressCallback
 from react_explorer.ui.background_build import BackgroundBuild
 from react_explorer.ui.explorer_config import ExplorerConfig
 from react_explorer.ui.index_sources import (
@@ -94,7 +95,7 @@ class ExplorerServices:
         directory = embedded_index_dir(self.cfg)
         if embedded_index_ready(directory):
             return False
-        return self.background.start(lambda: self._build_embedded(directory, None))
+        return self.background.start(lambda report: self._build_embedded(directory, None, report))
 
     def encoder(self, index: ClipIndex, model: str | None = None) -> ClipEncoder:
         """The CLIP that embeds queries: ``model`` if given, else the one recorded in the index manifest."""
@@ -116,12 +117,16 @@ class ExplorerServices:
             self._encoders.clear()
         self.shown.close()
 
-    def _build_embedded(self, directory: Path, notice: BuildNotice | None) -> None:
+    def _build_embedded(
+        self, directory: Path, notice: BuildNotice | None, on_progress: ProgressCallback | None = None
+    ) -> None:
         with self._build_lock:
             if embedded_index_ready(directory):  # another session built it while this one waited
                 return
             if notice is not None:
                 notice(f"building the embedded pool's index in {directory} (first use, a few minutes)")
             log.info("building the embedded SynthWorld index in %s", directory)
-            self.last_build_seconds = build_embedded_index(self.cfg, directory, progress=True)
+            self.last_build_seconds = build_embedded_index(
+                self.cfg, directory, progress=True, on_progress=on_progress
+            )
             log.info("embedded index built in %.1f s", self.last_build_seconds)

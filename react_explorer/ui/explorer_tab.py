@@ -22,6 +22,8 @@ from react_explorer.ui.query_inputs import DEFAULT_TEMPLATES, MAX_K, TEMPLATE_CH
 from react_explorer.ui.results_view import SUMMARY_HEADERS
 from vision_common.app_tab import AppTab
 
+FIRST_TICK_S = 0.5
+
 HELP = (
     "REACT retrieval: every class name is put into every template, each prompt retrieves its top **k** pairs "
     "from the pool (**t2t**: by caption embedding, **t2i**: by image embedding), and the hits are merged per "
@@ -181,8 +183,10 @@ def build_explorer_tab(services: ExplorerServices) -> ExplorerPorts:
     private: dict[str, Any] = {"api_visibility": "private"}
     cheap: dict[str, Any] = {**private, "concurrency_limit": None}
     index.change(handlers.index_info, [index], [index_info], **cheap)
-    # Every visitor sees the background build's progress: the index line is refreshed while it runs.
-    ticker = gr.Timer(3.0, active=services.background.state().running)
+    # Every visitor sees the background build's progress: the index line is refreshed while it runs. The first
+    # tick comes soon after the page loads (the line in the page is the one from app start), then every
+    # BUILD_TICK_S (build_tick sets the interval).
+    ticker = gr.Timer(FIRST_TICK_S, active=services.background.state().running)
     ticker.tick(handlers.build_tick, [index], [index_info, ticker], **cheap)
     refresh.click(handlers.refresh_indexes, [index], [index], **cheap)
     task.change(handlers.fill_task, [task, classes], [classes, status], **cheap)

@@ -15,6 +15,7 @@ from pathlib import Path
 from react_explorer.cli import build_index
 from react_explorer.errors import IndexLoadError
 from react_explorer.index.manifest import MANIFEST_NAME
+from react_explorer.index.progress import ProgressCallback
 from react_explorer.ui.explorer_config import ExplorerConfig
 from vision_common.manifest import sha256_file
 
@@ -60,10 +61,14 @@ def embedded_index_ready(directory: Path) -> bool:
     return (directory / MANIFEST_NAME).is_file()
 
 
-def build_embedded_index(cfg: ExplorerConfig, out: Path, *, progress: bool = True) -> float:
+def build_embedded_index(
+    cfg: ExplorerConfig, out: Path, *, progress: bool = True, on_progress: ProgressCallback | None = None
+) -> float:
     """Embed and index the world's pool into ``out`` (atomically, by ``build_index``); returns the seconds taken.
 
-    The tqdm bars of embedding and indexing are what ``gr.Progress(track_tqdm=True)`` shows in the page.
+    The tqdm bars of embedding and indexing are what ``gr.Progress(track_tqdm=True)`` shows in the page of the
+    visitor whose Retrieve started a build; ``on_progress`` gets the same progress as records (the background
+    build shows them to every visitor).
     """
     problem = embedded_problem(cfg)
     if problem:
@@ -73,7 +78,7 @@ def build_embedded_index(cfg: ExplorerConfig, out: Path, *, progress: bool = Tru
     if not progress:
         argv.append("--no-progress")
     start = time.perf_counter()
-    build_index.build(build_index.build_parser().parse_args(argv))
+    build_index.build(build_index.build_parser().parse_args(argv), on_progress)
     return time.perf_counter() - start
 
 

@@ -46,15 +46,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(root: Path, app_args: Sequence[str]) -> Iterator[tuple[str, Path]]:
+def running_app(
+    root: Path, app_args: Sequence[str], *, background_build: bool = False
+) -> Iterator[tuple[str, Path]]:
     """``python app.py APP_ARGS --port FREE`` until the block ends; yields (url, log path). Fails the test
     with the log's tail when the app exits or does not answer in time."""
     port = free_port()
     log_path = root / "app.log"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"}
     env.update({"OMP_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(root / "gradio")})
-    # No background build of the embedded index: minutes of CPU that no browser test waits for.
-    command = [sys.executable, "app.py", *app_args, "--react-no-background-build", "--port", str(port)]
+    # Unless a test watches it: no background build of the embedded index, minutes of CPU nobody waits for.
+    no_build = [] if background_build else ["--react-no-background-build"]
+    command = [sys.executable, "app.py", *app_args, *no_build, "--port", str(port)]
     with log_path.open("w") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -106,3 +109,29 @@ def app_page(browser, url: str, artifacts: Path) -> Iterator[object]:
         yield page
     finally:
         context.close()
+
+
+def set_max_tokens(page, value: int) -> None:
+    """Set the chat's "Max new tokens" (in the Parameters accordion) and wait until the component holds it."""
+    from playwright.sync_api import expect  # the module is importable once require_playwright() passed
+
+    number = page.locator("#chat-max-tokens input[type=number]")
+    # The slider's range input shows the component's value, which is what an event sends; the number field can
+    # hold the typed text before the component takes it (seen once: the field said 12, the request said 512).
+    slider = page.locator("#chat-max-tokens input[type=range]")
+    if not number.is_visible():
+        page.locator("#chat-parameters").get_by_text("Parameters").click()
+    expect(number).to_be_visible()
+    # The accordion mounts its content while it opens, and a fill that lands during that can be dropped (seen
+    # once in CI: the field kept 512), so the fill is retried until the value holds.
+    for _ in range(3):
+        number.fill(str(value))
+        number.press("Enter")
+        try:
+            expect(number).to_have_value(str(value), timeout=2_000)
+            expect(slider).to_have_value(str(value), timeout=2_000)
+            return
+        except AssertionError:
+            continue
+    expect(number).to_have_value(str(value))
+    expect(slider).to_have_value(str(value))

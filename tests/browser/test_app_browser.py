@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.browser.browser_support import ROOT, app_page, require_playwright, running_app
+from tests.browser.browser_support import ROOT, app_page, require_playwright, running_app, set_max_tokens
 from tests.support.tiny_llava import TINY_ANYRES
 from vision_common.anyres.geometry import num_image_tokens
 
@@ -70,29 +70,6 @@ def plain_words(text: str) -> str:
 
 def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def set_max_tokens(page, value: int) -> None:
-    number = page.locator("#chat-max-tokens input[type=number]")
-    # The slider's range input shows the component's value, which is what an event sends; the number field can
-    # hold the typed text before the component takes it (seen once: the field said 12, the request said 512).
-    slider = page.locator("#chat-max-tokens input[type=range]")
-    if not number.is_visible():
-        page.locator("#chat-parameters").get_by_text("Parameters").click()
-    expect(number).to_be_visible()
-    # The accordion mounts its content while it opens, and a fill that lands during that can be dropped (seen
-    # once in CI: the field kept 512), so the fill is retried until the value holds.
-    for _ in range(3):
-        number.fill(str(value))
-        number.press("Enter")
-        try:
-            expect(number).to_have_value(str(value), timeout=2_000)
-            expect(slider).to_have_value(str(value), timeout=2_000)
-            return
-        except AssertionError:
-            continue
-    expect(number).to_have_value(str(value))
-    expect(slider).to_have_value(str(value))
 
 
 def test_stream_stop_regenerate_second_image_and_anyres_count(app, page):

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from react_explorer.errors import IndexLoadError
+from react_explorer.index.progress import BuildProgress
 from react_explorer.ui import explorer_services
 from react_explorer.ui.background_build import BackgroundBuild
 from react_explorer.ui.explorer_config import (
@@ -27,18 +28,27 @@ from tests.support.react_support import write_toy_pool
 def test_one_build_one_progress_line():
     now = [100.0]
     build = BackgroundBuild(clock=lambda: now[0])
-    release = threading.Event()
+    release, reported = threading.Event(), threading.Event()
+
+    def slow(report):
+        report(BuildProgress("images", 12_600, 30_000))
+        reported.set()
+        release.wait()
+
     assert build.describe() == ""
-    assert build.start(release.wait) and not build.start(release.wait)  # at most one build
+    assert build.start(slow) and not build.start(slow)  # at most one build
     now[0] = 142.0
-    assert build.state().running
-    assert build.describe().startswith("The embedded SynthWorld index is being built in the background (42 s")
+    assert reported.wait(5) and build.state().running
+    assert build.describe().startswith(
+        # 12,600 images of 30,000 images + 30,000 captions at 0.15 image each: 12,600 / 34,500 = 36.5%
+        "Building the embedded SynthWorld index: 36% (12,600 / 30,000 images), 42 s so far"
+    )
     release.set()
     assert not build.wait(5).running
     assert build.describe() == "The embedded index was built in 42 s."
 
     failing = BackgroundBuild(clock=lambda: now[0])
-    failing.start(lambda: 1 / 0)
+    failing.start(lambda report: 1 / 0)
     assert failing.wait(5).error == "ZeroDivisionError: division by zero"
     assert "failed after 0 s" in failing.describe()
 
@@ -48,7 +58,7 @@ def building(tmp_path, monkeypatch):
     write_toy_pool(tmp_path / "world" / "pool", count=4)
     release, calls = threading.Event(), []
 
-    def slow_build(cfg, out, *, progress=True):
+    def slow_build(cfg, out, *, progress=True, on_progress=None):
         calls.append(out)
         release.wait(30)
         return 1.0
@@ -69,15 +79,17 @@ def test_app_start_builds_and_retrieval_is_answered_at_once_meanwhile(building):
         time.sleep(0.01)
     assert len(calls) == 1 and services.background.state().running
     handlers = ExplorerHandlers(services)
-    assert "being built in the background" in handlers.index_info(EMBEDDED)  # every visitor's index line
+    assert "Building the embedded SynthWorld index: 0%" in handlers.index_info(
+        EMBEDDED
+    )  # every visitor's line
     start = time.perf_counter()
     with pytest.raises(
-        IndexLoadError, match="being built in the background.*Retrieve again when it is ready"
+        IndexLoadError, match="Building the embedded SynthWorld index.*Retrieve again when it is ready"
     ):
         services.open_index(EMBEDDED)
     assert time.perf_counter() - start < 0.5  # not waiting for the build
     line, timer = handlers.build_tick(EMBEDDED)
-    assert "being built" in line and timer.active
+    assert "Building the embedded" in line and timer.active
 
 
 def test_opting_out_and_the_flag(tmp_path):
