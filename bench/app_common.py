@@ -34,8 +34,8 @@ def pick_model(requested: str | None, scratch: Path) -> ModelChoice:
         check_local_model(DEFAULT_MODEL)
         return ModelChoice(DEFAULT_MODEL, f"embedded model {DEFAULT_MODEL}")
     except StartupError as exc:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from tiny_llava import build_tiny_llava
+        sys.path.insert(0, str(ROOT))  # the tests' builder: tests/support/tiny_llava.py
+        from tests.support.tiny_llava import build_tiny_llava
 
         folder = build_tiny_llava(scratch / "tiny-llava", hidden=256, layers=4)
         return ModelChoice(

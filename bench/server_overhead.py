@@ -124,8 +124,8 @@ def start_server_process(model: str, threads: int, interval_ms: float) -> tuple[
 
 def build_random_model(hidden: int, layers: int) -> str:
     """A random LLaVA-NeXT with EOS suppressed (answers run to max_tokens); the tests' builder."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny_llava import build_tiny_llava
+    sys.path.insert(0, str(ROOT))  # the tests' builder: tests/support/tiny_llava.py
+    from tests.support.tiny_llava import build_tiny_llava
 
     folder = Path(tempfile.mkdtemp(prefix="bench-llava-"))
     return str(build_tiny_llava(folder, hidden=hidden, layers=layers, suppress_eos=True))
