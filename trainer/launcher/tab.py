@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
+from trainer.launcher.form import ParamsForm, preset_json
+from trainer.launcher.form_spec import default_preset, form_params
 from trainer.launcher.job_types import JobParamsError
 from trainer.launcher.manager import JobManager
 from trainer.launcher.registry import RegistryError
@@ -26,8 +29,8 @@ from vision_common.app_tab import AppTab
 
 USER_ERRORS = (JobParamsError, RegistryError, PathOutsideWorkspaceError, ValueError)
 HELP = (
-    "Start a training job implemented in `trainer/`: pick its type, a preset, and edit the parameters (JSON; "
-    "input paths are relative to the project). Jobs run one at a time in the background, survive an app "
+    "Start a training job implemented in `trainer/`: pick its type and a preset, and edit its parameters (input "
+    "paths are relative to the project). Jobs run one at a time in the background, survive an app "
     "restart, and keep their log, `metrics.jsonl` and checkpoints in the workspace. **Cancel** asks the job to "
     "checkpoint and stop; **Resume** continues a stopped job from its last checkpoint."
 )
@@ -76,9 +79,7 @@ class LauncherActions:
         }  # fmt: skip
 
     def params_text(self, job_type: str, preset: str | None) -> str:
-        t = self.manager.job_type(job_type)
-        values = {**t.defaults(), **(t.presets.get(preset, {}) if preset else {})}
-        return json.dumps({"preset": preset, **values} if preset else values, indent=1)
+        return preset_json(self.manager.job_type(job_type), preset)
 
     def start(self, job_type: str, params: str, executor: str = "local", token: str | None = None) -> str:
         self._authorise(token)
@@ -87,7 +88,22 @@ class LauncherActions:
         except json.JSONDecodeError as exc:
             raise gr.Error(f"the parameters are not valid JSON: {exc}", print_exception=False) from exc
         try:
+            return self.start_params(job_type, raw, executor, token)
+        except JobParamsError as exc:
+            raise gr.Error(str(exc), print_exception=False) from exc
+
+    def start_params(
+        self, job_type: str, raw: Mapping[str, Any], executor: str = "local", token: str | None = None
+    ) -> str:
+        """Queue a job from parameters already parsed; a ``JobParamsError`` that names fields is raised as it
+        is (the form shows each message next to its field), every other refusal as ``gr.Error``."""
+        self._authorise(token)
+        try:
             return self.manager.start(job_type, raw, executor or "local").id
+        except JobParamsError as exc:
+            if exc.field_errors:
+                raise
+            raise gr.Error(str(exc), print_exception=False) from exc
         except USER_ERRORS as exc:
             raise gr.Error(str(exc), print_exception=False) from exc
 
@@ -188,11 +204,14 @@ def build_launcher_tab(actions: LauncherActions) -> None:
         with gr.Column(scale=2, min_width=300):
             job_type = gr.Dropdown([(t.title, n) for n, t in types.items()], value=first, label="Job type",
                                    elem_id="launcher-type")  # fmt: skip
-            preset = gr.Dropdown(
-                list(types[first].presets), value="tiny", label="Preset", elem_id="launcher-preset"
-            )
-            params = gr.Code(actions.params_text(first, "tiny"), language="json", label="Parameters",
-                             elem_id="launcher-params", interactive=True)  # fmt: skip
+            preset = gr.Dropdown(list(types[first].presets), value=default_preset(types[first]), label="Preset",
+                                 elem_id="launcher-preset")  # fmt: skip
+            form = ParamsForm(types, first)
+            with gr.Accordion("Parameters as JSON (advanced)", open=False, elem_id="launcher-json"):
+                params = gr.Code(actions.params_text(first, default_preset(types[first])), language="json",
+                                 label="Parameters (what /launcher_start takes)", elem_id="launcher-params",
+                                 interactive=True)  # fmt: skip
+                apply = gr.Button("Fill the form from this JSON", size="sm", elem_id="launcher-params-apply")
             executor = gr.Radio(list(actions.manager.executors), value="local", label="Executor",
                                 elem_id="launcher-executor")  # fmt: skip
             token = gr.Textbox(label="Launcher token", type="password", visible=bool(actions.settings.token))
@@ -223,17 +242,28 @@ def build_launcher_tab(actions: LauncherActions) -> None:
     timer = gr.Timer(actions.settings.refresh_s)
     timer.tick(actions.refresh, [selected], views, show_progress="hidden", **private)
     selected.input(actions.refresh, [selected], views, **private)
-    job_type.change(lambda t: gr.Dropdown(list(types[t].presets), value="tiny" if "tiny" in types[t].presets else None),
-                    [job_type], [preset], **private)  # fmt: skip
-    preset.change(actions.params_text, [job_type, preset], [params], **private)
+    job_type.change(form.visibility, [job_type], form.columns, **private)
+    # By hand only (.input): a type or preset set by another event (Apply, a prefill) keeps the values it brings.
+    job_type.input(form.on_type, [job_type], [preset, params, *form.inputs, *form.errors], **private)
+    preset.input(form.on_preset, [job_type, preset], [params, *form.inputs, *form.errors], **private)
+    apply.click(form.on_apply, [job_type, params], [preset, status, *form.inputs, *form.errors], **private)
 
-    def start_from_page(t: str, p: str, ex: str, tok: str | None) -> tuple[str, Any]:
-        job_id = actions.start(t, p, ex, tok)
+    def start_from_page(t: str, p: str | None, ex: str, tok: str | None, *values: Any) -> list[Any]:
+        raw = form_params(types[t], p, form.values(t, values))
+        text = json.dumps(raw, indent=1)
+        try:
+            job_id = actions.start_params(t, raw, ex, tok)
+        except JobParamsError as exc:
+            count = len(exc.field_errors)
+            return [f"**Not started**: {count} field{'s' if count > 1 else ''} to fix (marked below).",
+                    gr.skip(), text, *form.show_errors(t, exc.field_errors)]  # fmt: skip
         # The selector's choices must hold the new id before it is selected (Gradio checks a value is a choice).
         ids = [job.id for job in reversed(actions.manager.registry.jobs())]
-        return f"Queued **{job_id}** ({ex}).", gr.Dropdown(choices=ids, value=job_id)
+        return [f"Queued **{job_id}** ({ex}).", gr.Dropdown(choices=ids, value=job_id), text,
+                *form.show_errors(t, {})]  # fmt: skip
 
-    start.click(start_from_page, [job_type, params, executor, token], [status, selected], **private)
+    start.click(start_from_page, [job_type, preset, executor, token, *form.inputs],
+                [status, selected, params, *form.errors], **private)  # fmt: skip
     cancel.click(lambda j, tok: f"{j}: {actions.cancel(j, tok)}", [selected, token], [status], **private)
     resume.click(lambda j, tok: f"{j}: {actions.resume(j, tok)}", [selected, token], [status], **private)
     delete.click(lambda j, c, tok: f"{j}: deleted ({actions.delete(j, c, tok)})", [selected, confirm, token], [status],

@@ -1,0 +1,151 @@
+"""The launcher's parameter form in Gradio, built from ``form_spec``'s field specs.
+
+Gradio needs a fixed set of components, so every job type gets its own column of components (one per field,
+each with an error line under it), and only the selected type's column is visible. Filling, reading and marking
+errors go through this class, which knows which component belongs to which type and field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from trainer.launcher.form_spec import FieldSpec, default_preset, field_specs, json_to_form, preset_values
+from trainer.launcher.job_types import JobType
+from trainer.launcher.param_types import JobParamsError
+
+FLOAT_STEP = 0.01  # the arrows' step of a float box; any value can still be typed
+
+
+@dataclass(frozen=True)
+class TypeForm:
+    """One job type's column: its specs and, in the same order, its input and error components."""
+
+    specs: list[FieldSpec]
+    column: gr.Column
+    inputs: list[gr.components.Component]
+    errors: list[gr.Markdown]
+
+
+def field_component(job: str, spec: FieldSpec) -> gr.components.Component:
+    """The component a field's kind asks for, filled with its default and labelled with its help."""
+    common: dict[str, Any] = {"label": spec.label, "info": spec.info or None, "interactive": True,
+                              "elem_id": f"launcher-field-{job}-{spec.name}"}  # fmt: skip
+    if spec.kind in ("int", "float"):
+        integer = spec.kind == "int"
+        return gr.Number(value=spec.default, minimum=spec.minimum, maximum=spec.maximum,
+                         precision=0 if integer else None, step=1 if integer else FLOAT_STEP, **common)  # fmt: skip
+    if spec.kind == "bool":
+        return gr.Checkbox(value=spec.default, **common)
+    if spec.kind == "choice":
+        return gr.Dropdown(list(spec.choices), value=spec.default, **common)
+    return gr.Textbox(value=spec.default, placeholder=spec.placeholder, max_length=spec.max_length, **common)
+
+
+def error_text(message: str) -> str:
+    return f"⚠ {message}"
+
+
+class ParamsForm:
+    """Every job type's form; ``shown`` is visible at first, filled from its default preset."""
+
+    def __init__(self, job_types: Mapping[str, JobType], shown: str) -> None:
+        self.job_types = dict(job_types)
+        self.forms: dict[str, TypeForm] = {}
+        for name, job_type in self.job_types.items():
+            specs = field_specs(job_type, default_preset(job_type))
+            with gr.Column(visible=name == shown, elem_id=f"launcher-form-{name}") as column:
+                inputs, errors = [], []
+                for spec in specs:
+                    inputs.append(field_component(name, spec))
+                    errors.append(gr.Markdown(visible=False, elem_id=f"launcher-error-{name}-{spec.name}",
+                                              elem_classes=["launcher-field-error"]))  # fmt: skip
+            self.forms[name] = TypeForm(specs, column, inputs, errors)
+
+    @property
+    def columns(self) -> list[gr.Column]:
+        return [form.column for form in self.forms.values()]
+
+    @property
+    def inputs(self) -> list[gr.components.Component]:
+        return [c for form in self.forms.values() for c in form.inputs]
+
+    @property
+    def errors(self) -> list[gr.Markdown]:
+        return [c for form in self.forms.values() for c in form.errors]
+
+    # -- updates, each for the whole list its property names -------------------------------------------------
+
+    def visibility(self, shown: str) -> list[Any]:
+        return [gr.update(visible=name == shown) for name in self.forms]
+
+    def fill(self, job_type: str, values: Mapping[str, Any]) -> list[Any]:
+        """Set ``job_type``'s fields named in ``values``; every other component keeps its value."""
+        return [
+            gr.update(value=values[spec.name]) if name == job_type and spec.name in values else gr.skip()
+            for name, form in self.forms.items()
+            for spec in form.specs
+        ]
+
+    def show_errors(self, job_type: str, field_errors: Mapping[str, str]) -> list[Any]:
+        """Each of ``job_type``'s fields with an error shows it under the field; every other error line hides."""
+        return [
+            gr.update(value=error_text(field_errors[spec.name]), visible=True)
+            if name == job_type and spec.name in field_errors
+            else gr.update(value="", visible=False)
+            for name, form in self.forms.items()
+            for spec in form.specs
+        ]
+
+    def values(self, job_type: str, flat: Sequence[Any]) -> list[Any]:
+        """``job_type``'s field values out of the values of ``inputs`` (every type's, in order)."""
+        start = 0
+        for name, form in self.forms.items():
+            if name == job_type:
+                return list(flat[start : start + len(form.inputs)])
+            start += len(form.inputs)
+        raise JobParamsError(f"unknown job type {job_type!r}; registered types: {sorted(self.forms)}")
+
+    # -- events ----------------------------------------------------------------------------------------------
+
+    def on_type(self, job_type: str) -> list[Any]:
+        """A type picked by hand: its presets, its default preset's values, no errors. Outputs: preset,
+        parameters JSON, ``inputs``, ``errors``."""
+        t = self.job_types[job_type]
+        preset = default_preset(t)
+        return [gr.Dropdown(list(t.presets), value=preset), preset_json(t, preset),
+                *self.fill(job_type, preset_values(t, preset)), *self.show_errors(job_type, {})]  # fmt: skip
+
+    def on_preset(self, job_type: str, preset: str | None) -> list[Any]:
+        """A preset picked by hand: its values. Outputs: parameters JSON, ``inputs``, ``errors``."""
+        t = self.job_types[job_type]
+        return [preset_json(t, preset), *self.fill(job_type, preset_values(t, preset)),
+                *self.show_errors(job_type, {})]  # fmt: skip
+
+    def on_apply(self, job_type: str, text: str) -> list[Any]:
+        """JSON parameters (the API's shape) into the form. Outputs: preset, status, ``inputs``, ``errors``."""
+        t = self.job_types[job_type]
+        try:
+            raw = json.loads(text or "{}")
+            if not isinstance(raw, dict):
+                raise JobParamsError(
+                    f"{job_type}: parameters must be a JSON object, got {type(raw).__name__}"
+                )
+            preset, values, errors = json_to_form(t, raw)
+        except (json.JSONDecodeError, JobParamsError) as exc:
+            raise gr.Error(f"cannot fill the form: {exc}", print_exception=False) from exc
+        status = (
+            "Form filled from the JSON." if not errors else "Form filled; the fields marked below were not."
+        )
+        return [gr.Dropdown(list(t.presets), value=preset), status, *self.fill(job_type, values),
+                *self.show_errors(job_type, errors)]  # fmt: skip
+
+
+def preset_json(job_type: JobType, preset: str | None) -> str:
+    """The parameters JSON of a preset with every value spelt out (an editable start for the API)."""
+    values = preset_values(job_type, preset)
+    return json.dumps({"preset": preset, **values} if preset else values, indent=1)
