@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from tests.trainer.launcher.test_launcher_core import FAKE
+from tests.support.launcher_fake import FAKE
 from trainer.launcher.form import ParamsForm, error_text
 from trainer.launcher.form_spec import field_help, field_specs, form_params, json_to_form, preset_values
 from trainer.launcher.job_params import LlavaConfig, ReactPreset, ReactStrategy
@@ -55,6 +55,7 @@ def test_specs_follow_the_dataclass_types_the_preset_and_the_help():
         ("steps", "int"),
         ("sleep", "float"),
         ("fail", "bool"),
+        ("hold", "bool"),
     ]
 
 
@@ -141,18 +142,18 @@ def test_the_form_has_one_component_per_field_chosen_by_its_kind():
     gamma = form.forms["react-customize"].inputs[5]
     assert (gamma.value, gamma.maximum, gamma.precision) == (0.9, 1, None)
     fake = form.forms["fake"]
-    assert [type(c).__name__ for c in fake.inputs] == ["Number", "Number", "Checkbox"]
+    assert [type(c).__name__ for c in fake.inputs] == ["Number", "Number", "Checkbox", "Checkbox"]
     assert [c.visible for c in form.columns] == [False, True, False]
     assert [u["visible"] for u in form.visibility("fake")] == [True, False, False]
     # Filling and errors touch only the named type's components, in the order of ``inputs`` / ``errors``.
     fill = form.fill("fake", {"steps": 9})
-    assert len(fill) == len(form.inputs) == 3 + 10 + 6
+    assert len(fill) == len(form.inputs) == 4 + 10 + 6
     assert fill[0] == {"__type__": "update", "value": 9} and all(u == gr.skip() for u in fill[1:])
     shown = form.show_errors("llava-stage2", {"data": "llava-stage2.data is required"})
-    assert shown[3 + 1] == {"__type__": "update", "value": error_text("llava-stage2.data is required"),
+    assert shown[4 + 1] == {"__type__": "update", "value": error_text("llava-stage2.data is required"),
                             "visible": True}  # fmt: skip
     assert sum(1 for u in shown if u["visible"]) == 1
-    assert form.values("llava-stage2", list(range(19))) == list(range(3, 13))
+    assert form.values("llava-stage2", list(range(20))) == list(range(4, 14))
 
 
 @pytest.fixture()
@@ -185,7 +186,7 @@ def test_start_from_the_form_marks_bad_fields_and_queues_a_good_form(page):
     status, selected, text, *errors = start.fn("fake", "tiny", "local", None, *values)
     (job,) = manager.registry.jobs()
     assert status == f"Queued **{job.id}** (local)." and selected.constructor_args["value"] == job.id
-    assert job.params == {"steps": 1, "sleep": 0.05, "fail": False}
+    assert job.params == {"steps": 1, "sleep": 0.05, "fail": False, "hold": False}
     assert '"steps": 1' in text and not any(u["visible"] for u in errors)
 
 
