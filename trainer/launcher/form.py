@@ -14,7 +14,14 @@ from typing import Any
 
 import gradio as gr
 
-from trainer.launcher.form_spec import FieldSpec, default_preset, field_specs, json_to_form, preset_values
+from trainer.launcher.form_spec import (
+    FieldSpec,
+    default_preset,
+    field_specs,
+    json_to_form,
+    preset_values,
+    to_component,
+)
 from trainer.launcher.job_types import JobType
 from trainer.launcher.param_types import JobParamsError
 
@@ -32,18 +39,23 @@ class TypeForm:
 
 
 def field_component(job: str, spec: FieldSpec) -> gr.components.Component:
-    """The component a field's kind asks for, filled with its default and labelled with its help."""
+    """The component a field's kind asks for, filled with its default and labelled with its help.
+
+    A number box gets no ``minimum`` / ``maximum``: Gradio would refuse a value outside them before the
+    handler runs, in a pop-up that names no field; the bounds are in the help line and the validation's
+    message goes under the field."""
     common: dict[str, Any] = {"label": spec.label, "info": spec.info or None, "interactive": True,
                               "elem_id": f"launcher-field-{job}-{spec.name}"}  # fmt: skip
-    if spec.kind in ("int", "float"):
+    if spec.kind in ("int", "float") and not spec.as_text:
         integer = spec.kind == "int"
-        return gr.Number(value=spec.default, minimum=spec.minimum, maximum=spec.maximum,
-                         precision=0 if integer else None, step=1 if integer else FLOAT_STEP, **common)  # fmt: skip
+        return gr.Number(value=spec.default, precision=0 if integer else None,
+                         step=1 if integer else FLOAT_STEP, **common)  # fmt: skip
     if spec.kind == "bool":
         return gr.Checkbox(value=spec.default, **common)
     if spec.kind == "choice":
         return gr.Dropdown(list(spec.choices), value=spec.default, **common)
-    return gr.Textbox(value=spec.default, placeholder=spec.placeholder, max_length=spec.max_length, **common)
+    return gr.Textbox(value=to_component(spec, spec.default), placeholder=spec.placeholder,
+                      max_length=spec.max_length, **common)  # fmt: skip
 
 
 def error_text(message: str) -> str:
@@ -86,7 +98,9 @@ class ParamsForm:
     def fill(self, job_type: str, values: Mapping[str, Any]) -> list[Any]:
         """Set ``job_type``'s fields named in ``values``; every other component keeps its value."""
         return [
-            gr.update(value=values[spec.name]) if name == job_type and spec.name in values else gr.skip()
+            gr.update(value=to_component(spec, values[spec.name]))
+            if name == job_type and spec.name in values
+            else gr.skip()
             for name, form in self.forms.items()
             for spec in form.specs
         ]

@@ -2,6 +2,9 @@
 choices, bounds, help), and the JSON parameters a filled-in form stands for. Pure: the tab (``form.py``) turns
 the specs into components; tests check the specs without Gradio.
 
+An optional number (``int | None``) is typed into a text box, because Gradio's number box cannot start empty (its
+page code turns None into 0, and 0 is a real value: "checkpoint at the end only"); ``to_param`` reads the text.
+
 Help text is each field's attribute docstring (the string literal under it, ``job_params``' convention); the
 kind, choices and bounds come from ``param_types``, the same reading of the annotation the validation uses.
 """
@@ -53,7 +56,37 @@ class FieldSpec:
 
     @property
     def placeholder(self) -> str | None:
-        return PATH_HINT if self.kind == "path" else None
+        if self.kind == "path":
+            return PATH_HINT
+        if self.kind in ("int", "float") and self.optional:
+            return f"{'a whole number' if self.kind == 'int' else 'a number'}, or empty"
+        return None
+
+    @property
+    def as_text(self) -> bool:
+        """The field is a text box holding something else (an optional number)."""
+        return self.kind in ("int", "float") and self.optional
+
+
+def to_param(spec: FieldSpec, value: Any) -> Any:
+    """A component's value as the parameter's JSON value: an optional number's text is parsed (empty: None);
+    text that is not a number is passed on as it is, so the validation names the field and shows it."""
+    if not (spec.as_text and isinstance(value, str)):
+        return value
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        return int(text) if spec.kind == "int" else float(text)
+    except ValueError:
+        return value
+
+
+def to_component(spec: FieldSpec, value: Any) -> Any:
+    """A parameter's value as its component holds it (the inverse of ``to_param``)."""
+    if spec.as_text:
+        return "" if value is None else str(value)
+    return value
 
 
 @functools.cache
@@ -112,11 +145,11 @@ def field_specs(job_type: JobType, preset: str | None = None) -> list[FieldSpec]
 def form_params(job_type: JobType, preset: str | None, values: Sequence[Any]) -> dict[str, Any]:
     """The JSON parameters a filled-in form stands for: ``preset`` plus the fields whose value differs from
     it (what ``/launcher_start`` takes; ``params_from`` of it equals ``params_from`` of every field)."""
-    base = preset_values(job_type, preset)
-    names = list(param_types(job_type.params_type))
-    if len(values) != len(names):
-        raise ValueError(f"{job_type.name}: the form has {len(names)} fields, got {len(values)} values")
-    changed = {name: value for name, value in zip(names, values) if value != base[name]}
+    base, specs = preset_values(job_type, preset), field_specs(job_type, preset)
+    if len(values) != len(specs):
+        raise ValueError(f"{job_type.name}: the form has {len(specs)} fields, got {len(values)} values")
+    params = {spec.name: to_param(spec, value) for spec, value in zip(specs, values)}
+    changed = {name: value for name, value in params.items() if value != base[name]}
     return {"preset": preset, **changed} if preset else changed
 
 

@@ -12,7 +12,14 @@ import pytest
 
 from tests.support.launcher_fake import FAKE
 from trainer.launcher.form import ParamsForm, error_text
-from trainer.launcher.form_spec import field_help, field_specs, form_params, json_to_form, preset_values
+from trainer.launcher.form_spec import (
+    field_help,
+    field_specs,
+    form_params,
+    json_to_form,
+    preset_values,
+    to_component,
+)
 from trainer.launcher.job_params import LlavaConfig, ReactPreset, ReactStrategy
 from trainer.launcher.job_types import JOB_TYPES, JobParamsError
 from trainer.launcher.manager import JobManager
@@ -41,6 +48,9 @@ def test_specs_follow_the_dataclass_types_the_preset_and_the_help():
         True,
     )
     assert steps.info == "Optimizer updates (empty: the trainer preset's). (0 to 1e9)"
+    assert (
+        steps.as_text and steps.placeholder == "a whole number, or empty"
+    )  # Gradio's number box shows None as 0
     assert (batch.default, batch.optional, specs["init"].required) == (None, True, False)
     assert {s.name: s.default for s in field_specs(STAGE2, "synthworld")}["init"] == (
         "assets/models/synthworld-llava-next"
@@ -84,15 +94,27 @@ def inputs_for_stage2(tmp_path: Path) -> None:
 
 def test_a_filled_form_is_the_preset_plus_its_changes_and_validates_like_every_field(tmp_path):
     inputs_for_stage2(tmp_path)
+    specs = field_specs(STAGE2, "tiny")
     values = preset_values(STAGE2, "tiny") | {"data": "data.json", "images": "images", "max_steps": 9}
-    ordered = [values[s.name] for s in field_specs(STAGE2, "tiny")]
-    raw = form_params(STAGE2, "tiny", ordered)
+    ordered = [values[s.name] for s in specs]
+    # What the components hold: optional numbers as text (" 9 ", "" for the preset's own).
+    shown = [to_component(s, values[s.name]) for s in specs]
+    assert shown[7:] == ["9", "1", ""]
+    shown[7] = " 9 "
+    raw = form_params(STAGE2, "tiny", shown)
     assert raw == {"preset": "tiny", "data": "data.json", "images": "images", "max_steps": 9}
     assert STAGE2.params_from(raw, tmp_path) == STAGE2.params_from(values, tmp_path)
     no_preset = form_params(STAGE2, None, ordered)  # no preset: the differences from the dataclass defaults
     assert no_preset == {"data": "data.json", "images": "images", "max_steps": 9, "checkpoint_every": 1}
     with pytest.raises(ValueError, match="the form has 10 fields, got 2"):
         form_params(STAGE2, "tiny", ["tiny", ""])
+    typo = form_params(STAGE2, "tiny", [*shown[:7], "9x", "", "4"])  # text that is no number is passed on
+    assert (typo["max_steps"], typo["checkpoint_every"], typo["micro_batch_size"]) == ("9x", None, 4)
+    with pytest.raises(
+        JobParamsError, match="llava-stage2.max_steps must be int or None, got '9x'"
+    ) as caught:
+        STAGE2.params_from(typo, tmp_path)
+    assert set(caught.value.field_errors) == {"max_steps"}
 
 
 def test_validation_names_every_bad_field_at_once(tmp_path):
@@ -135,12 +157,15 @@ def test_the_form_has_one_component_per_field_chosen_by_its_kind():
         form = ParamsForm(types, "llava-stage2")
     stage2 = form.forms["llava-stage2"]
     kinds = {spec.name: type(c).__name__ for spec, c in zip(stage2.specs, stage2.inputs)}
-    assert kinds["config"] == "Dropdown" and kinds["data"] == "Textbox" and kinds["max_steps"] == "Number"
-    steps = stage2.inputs[7]
-    assert (steps.value, steps.minimum, steps.maximum, steps.precision) == (6, 0, 10**9, 0)
-    assert steps.elem_id == "launcher-field-llava-stage2-max_steps" and "0 to 1e9" in steps.info
+    assert (kinds["config"], kinds["data"], kinds["max_steps"]) == ("Dropdown", "Textbox", "Textbox")
+    max_steps = stage2.inputs[7]  # optional: a text box that may be empty
+    assert (max_steps.value, max_steps.placeholder) == ("6", "a whole number, or empty")
+    assert max_steps.elem_id == "launcher-field-llava-stage2-max_steps" and "0 to 1e9" in max_steps.info
+    steps = form.forms["fake"].inputs[0]
+    # No minimum/maximum on the box: Gradio would refuse before the handler, naming no field.
+    assert (steps.value, steps.precision, steps.minimum, steps.maximum) == (2, 0, None, None)
     gamma = form.forms["react-customize"].inputs[5]
-    assert (gamma.value, gamma.maximum, gamma.precision) == (0.9, 1, None)
+    assert (gamma.value, gamma.precision, "(0 to 1)" in gamma.info) == (0.9, None, True)
     fake = form.forms["fake"]
     assert [type(c).__name__ for c in fake.inputs] == ["Number", "Number", "Checkbox", "Checkbox"]
     assert [c.visible for c in form.columns] == [False, True, False]
@@ -197,7 +222,7 @@ def test_the_json_editor_fills_the_form(page):
     assert preset.constructor_args["value"] == "synthworld" and status == "Form filled from the JSON."
     filled = {c.elem_id: u["value"] for c, u in zip(apply.outputs[2:], updates) if "value" in u}
     assert not any(u.get("visible") for u in updates)  # no error line shows
-    assert filled["launcher-field-llava-stage2-max_steps"] == 12
+    assert filled["launcher-field-llava-stage2-max_steps"] == "12"
     assert filled["launcher-field-llava-stage2-init"] == "assets/models/synthworld-llava-next"
     assert filled["launcher-field-llava-stage2-config"] == "synthworld"
     with pytest.raises(gr.Error, match="cannot fill the form: .*unknown preset 'huge'"):
