@@ -160,16 +160,8 @@ def json_to_form(
 
     A value of the wrong type is left out of the values and named in the errors, so the form keeps a value its
     component can hold; an unknown preset or parameter raises ``JobParamsError`` (not a field's fault)."""
-    values = dict(raw)
-    preset = values.pop("preset", None)
-    if preset is not None and preset not in job_type.presets:
-        raise JobParamsError(
-            f"{job_type.name}: unknown preset {preset!r}; presets: {sorted(job_type.presets)}"
-        )
+    preset, values = job_type.split_params(raw)
     types = param_types(job_type.params_type)
-    unknown = sorted(set(values) - set(types))
-    if unknown:
-        raise JobParamsError(f"{job_type.name}: unknown parameter(s) {unknown}; parameters: {sorted(types)}")
     shown, errors = preset_values(job_type, preset), {}
     for name, value in values.items():
         try:

@@ -61,16 +61,7 @@ class JobType:
 
         An input path is relative to the project root, or an absolute path inside ``workspace`` (another job's
         result); anything else, ``..`` included, is refused."""
-        if not isinstance(raw, Mapping):
-            raise JobParamsError(f"{self.name}: parameters must be a JSON object, got {type(raw).__name__}")
-        values = dict(raw)
-        preset = values.pop("preset", None)
-        if preset is not None and preset not in self.presets:
-            raise JobParamsError(f"{self.name}: unknown preset {preset!r}; presets: {sorted(self.presets)}")
-        known = {f.name for f in fields(self.params_type)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise JobParamsError(f"{self.name}: unknown parameter(s) {unknown}; parameters: {sorted(known)}")
+        preset, values = self.split_params(raw)
         merged = {**self.defaults(), **(self.presets[preset] if preset else {}), **values}
         # Every field is checked, so the form can show each bad one next to its box at once.
         errors: dict[str, str] = {}
@@ -92,6 +83,21 @@ class JobType:
         if errors:
             raise JobParamsError("; ".join(errors.values()), errors)
         return self.params_type(**checked)
+
+    def split_params(self, raw: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+        """(preset, overrides) of JSON-like parameters; a request that is not an object, names an unknown
+        preset or an unknown parameter is refused as a whole (no field to blame)."""
+        if not isinstance(raw, Mapping):
+            raise JobParamsError(f"{self.name}: parameters must be a JSON object, got {type(raw).__name__}")
+        values = dict(raw)
+        preset = values.pop("preset", None)
+        if preset is not None and preset not in self.presets:
+            raise JobParamsError(f"{self.name}: unknown preset {preset!r}; presets: {sorted(self.presets)}")
+        known = {f.name for f in fields(self.params_type)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise JobParamsError(f"{self.name}: unknown parameter(s) {unknown}; parameters: {sorted(known)}")
+        return preset, values
 
     def _path_problem(self, name: str, value: str, project_root: Path, workspace: Path | None) -> str | None:
         """Why an input path is refused, or None: it must lie inside the project, or be an absolute path

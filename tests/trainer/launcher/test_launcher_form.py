@@ -227,3 +227,5 @@ def test_the_json_editor_fills_the_form(page):
     assert filled["launcher-field-llava-stage2-config"] == "synthworld"
     with pytest.raises(gr.Error, match="cannot fill the form: .*unknown preset 'huge'"):
         apply.fn("llava-stage2", '{"preset": "huge"}')
+    with pytest.raises(gr.Error, match="cannot fill the form: llava-stage2: parameters must be a JSON object"):
+        apply.fn("llava-stage2", "[1]")
