@@ -45,10 +45,14 @@ def app_args(root) -> list[str]:
     return ["--workspace", str(root / "ws"), "--no-preload", "--feedback-log", "", "--device", "cpu"]
 
 
+def field(page, job_type: str, name: str):
+    """The box of a field of the form generated from the job type's dataclass (a text box is a textarea)."""
+    return page.locator(f"#launcher-field-{job_type}-{name}").locator("input, textarea").first
+
+
 def fill_form(page, job_type: str, params: dict) -> None:
-    """Type each value into its field of the form generated from the job type's dataclass."""
     for name, value in params.items():
-        page.locator(f"#launcher-field-{job_type}-{name}").locator("input, textarea").first.fill(str(value))
+        field(page, job_type, name).fill(str(value))
 
 
 def job_row(page):
@@ -69,19 +73,19 @@ def test_start_cancel_restart_resume_then_serve_the_model(workspace, browser):
     ):
         page.get_by_role("tab", name="Training launcher").click()
         expect(page.locator("#launcher-start")).to_be_visible()
-        # The tiny preset's values are in the form; the inputs are not: Start names them under their fields.
-        expect(page.locator("#launcher-field-llava-stage2-checkpoint_every input")).to_have_value("1")
+        # The tiny preset's values are in the form; the inputs are not: Start names them in their fields.
+        expect(field(page, "llava-stage2", "checkpoint_every")).to_have_value("1")
         page.locator("#launcher-start").click()
-        expect(page.locator("#launcher-error-llava-stage2-data")).to_contain_text(
-            "llava-stage2.data is required", timeout=30_000
+        expect(page.locator("#launcher-field-llava-stage2-data")).to_contain_text(
+            "⚠ llava-stage2.data is required", timeout=30_000
         )
-        expect(page.locator("#launcher-error-llava-stage2-images")).to_contain_text("images is required")
+        expect(page.locator("#launcher-field-llava-stage2-images")).to_contain_text("images is required")
         expect(page.locator("#launcher-status")).to_contain_text("Not started")
         shot(page, "form-errors")
         fill_form(page, "llava-stage2", params)
         page.locator("#launcher-start").click()
         expect(page.locator("#launcher-status")).to_contain_text("Queued", timeout=30_000)
-        expect(page.locator("#launcher-error-llava-stage2-data")).to_be_hidden()
+        expect(page.locator("#launcher-field-llava-stage2-data")).not_to_contain_text("is required")
         row = job_row(page)
         expect(row).to_contain_text("llava-stage2")
         # At least two loss points: the step column reads 2/40 or more, with a loss beside it.

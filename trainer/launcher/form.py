@@ -1,8 +1,10 @@
 """The launcher's parameter form in Gradio, built from ``form_spec``'s field specs.
 
-Gradio needs a fixed set of components, so every job type gets its own column of components (one per field,
-each with an error line under it), and only the selected type's column is visible. Filling, reading and marking
-errors go through this class, which knows which component belongs to which type and field.
+Gradio needs a fixed set of components, so every job type gets its own column of components (one per field),
+and only the selected type's column is visible. A field's error replaces its help line (``info``, under the
+label; Gradio renders it as Markdown), so errors cost no components of their own: with every type's fields on
+the page, the app's component count matters for how fast the page loads. Filling, reading and marking errors go
+through this class, which knows which component belongs to which type and field.
 """
 
 from __future__ import annotations
@@ -30,12 +32,11 @@ FLOAT_STEP = 0.01  # the arrows' step of a float box; any value can still be typ
 
 @dataclass(frozen=True)
 class TypeForm:
-    """One job type's column: its specs and, in the same order, its input and error components."""
+    """One job type's column: its specs and, in the same order, its components."""
 
     specs: list[FieldSpec]
     column: gr.Column
     inputs: list[gr.components.Component]
-    errors: list[gr.Markdown]
 
 
 def field_component(job: str, spec: FieldSpec) -> gr.components.Component:
@@ -43,7 +44,7 @@ def field_component(job: str, spec: FieldSpec) -> gr.components.Component:
 
     A number box gets no ``minimum`` / ``maximum``: Gradio would refuse a value outside them before the
     handler runs, in a pop-up that names no field; the bounds are in the help line and the validation's
-    message goes under the field."""
+    message takes its place."""
     common: dict[str, Any] = {"label": spec.label, "info": spec.info or None, "interactive": True,
                               "elem_id": f"launcher-field-{job}-{spec.name}"}  # fmt: skip
     if spec.kind in ("int", "float") and not spec.as_text:
@@ -59,7 +60,8 @@ def field_component(job: str, spec: FieldSpec) -> gr.components.Component:
 
 
 def error_text(message: str) -> str:
-    return f"⚠ {message}"
+    """A field's help line while its value is refused."""
+    return f"⚠ **{message}**"
 
 
 class ParamsForm:
@@ -71,12 +73,8 @@ class ParamsForm:
         for name, job_type in self.job_types.items():
             specs = field_specs(job_type, default_preset(job_type))
             with gr.Column(visible=name == shown, elem_id=f"launcher-form-{name}") as column:
-                inputs, errors = [], []
-                for spec in specs:
-                    inputs.append(field_component(name, spec))
-                    errors.append(gr.Markdown(visible=False, elem_id=f"launcher-error-{name}-{spec.name}",
-                                              elem_classes=["launcher-field-error"]))  # fmt: skip
-            self.forms[name] = TypeForm(specs, column, inputs, errors)
+                inputs = [field_component(name, spec) for spec in specs]
+            self.forms[name] = TypeForm(specs, column, inputs)
 
     @property
     def columns(self) -> list[gr.Column]:
@@ -86,34 +84,34 @@ class ParamsForm:
     def inputs(self) -> list[gr.components.Component]:
         return [c for form in self.forms.values() for c in form.inputs]
 
-    @property
-    def errors(self) -> list[gr.Markdown]:
-        return [c for form in self.forms.values() for c in form.errors]
-
     # -- updates, each for the whole list its property names -------------------------------------------------
 
     def visibility(self, shown: str) -> list[Any]:
         return [gr.update(visible=name == shown) for name in self.forms]
 
-    def fill(self, job_type: str, values: Mapping[str, Any]) -> list[Any]:
-        """Set ``job_type``'s fields named in ``values``; every other component keeps its value."""
-        return [
-            gr.update(value=to_component(spec, values[spec.name]))
-            if name == job_type and spec.name in values
-            else gr.skip()
-            for name, form in self.forms.items()
-            for spec in form.specs
-        ]
+    def fill(
+        self, job_type: str, values: Mapping[str, Any], errors: Mapping[str, str] | None = None
+    ) -> list[Any]:
+        """``job_type``'s fields: the ``values`` given (the others keep theirs), and each help line back, or
+        the field's error in its place. Every other type's components keep everything."""
+        errors = errors or {}
+        updates = []
+        for name, form in self.forms.items():
+            for spec in form.specs:
+                if name != job_type:
+                    updates.append(gr.skip())
+                    continue
+                change: dict[str, Any] = {
+                    "info": error_text(errors[spec.name]) if spec.name in errors else spec.info
+                }
+                if spec.name in values:
+                    change["value"] = to_component(spec, values[spec.name])
+                updates.append(gr.update(**change))
+        return updates
 
     def show_errors(self, job_type: str, field_errors: Mapping[str, str]) -> list[Any]:
-        """Each of ``job_type``'s fields with an error shows it under the field; every other error line hides."""
-        return [
-            gr.update(value=error_text(field_errors[spec.name]), visible=True)
-            if name == job_type and spec.name in field_errors
-            else gr.update(value="", visible=False)
-            for name, form in self.forms.items()
-            for spec in form.specs
-        ]
+        """Each of ``job_type``'s fields shows its error, or its help again; values stay."""
+        return self.fill(job_type, {}, field_errors)
 
     def values(self, job_type: str, flat: Sequence[Any]) -> list[Any]:
         """``job_type``'s field values out of the values of ``inputs`` (every type's, in order)."""
@@ -128,20 +126,19 @@ class ParamsForm:
 
     def on_type(self, job_type: str) -> list[Any]:
         """A type picked by hand: its presets, its default preset's values, no errors. Outputs: preset,
-        parameters JSON, ``inputs``, ``errors``."""
+        parameters JSON, ``inputs``."""
         t = self.job_types[job_type]
         preset = default_preset(t)
         return [gr.Dropdown(list(t.presets), value=preset), preset_json(t, preset),
-                *self.fill(job_type, preset_values(t, preset)), *self.show_errors(job_type, {})]  # fmt: skip
+                *self.fill(job_type, preset_values(t, preset))]  # fmt: skip
 
     def on_preset(self, job_type: str, preset: str | None) -> list[Any]:
-        """A preset picked by hand: its values. Outputs: parameters JSON, ``inputs``, ``errors``."""
+        """A preset picked by hand: its values, no errors. Outputs: parameters JSON, ``inputs``."""
         t = self.job_types[job_type]
-        return [preset_json(t, preset), *self.fill(job_type, preset_values(t, preset)),
-                *self.show_errors(job_type, {})]  # fmt: skip
+        return [preset_json(t, preset), *self.fill(job_type, preset_values(t, preset))]
 
     def on_apply(self, job_type: str, text: str) -> list[Any]:
-        """JSON parameters (the API's shape) into the form. Outputs: preset, status, ``inputs``, ``errors``."""
+        """JSON parameters (the API's shape) into the form. Outputs: preset, status, ``inputs``."""
         t = self.job_types[job_type]
         try:
             raw = json.loads(text or "{}")
@@ -152,11 +149,8 @@ class ParamsForm:
             preset, values, errors = json_to_form(t, raw)
         except (json.JSONDecodeError, JobParamsError) as exc:
             raise gr.Error(f"cannot fill the form: {exc}", print_exception=False) from exc
-        status = (
-            "Form filled from the JSON." if not errors else "Form filled; the fields marked below were not."
-        )
-        return [gr.Dropdown(list(t.presets), value=preset), status, *self.fill(job_type, values),
-                *self.show_errors(job_type, errors)]  # fmt: skip
+        status = "Form filled from the JSON." if not errors else "Form filled; the fields marked ⚠ were not."
+        return [gr.Dropdown(list(t.presets), value=preset), status, *self.fill(job_type, values, errors)]
 
 
 def preset_json(job_type: JobType, preset: str | None) -> str:

@@ -244,9 +244,9 @@ def build_launcher_tab(actions: LauncherActions) -> None:
     selected.input(actions.refresh, [selected], views, **private)
     job_type.change(form.visibility, [job_type], form.columns, **private)
     # By hand only (.input): a type or preset set by another event (Apply, a prefill) keeps the values it brings.
-    job_type.input(form.on_type, [job_type], [preset, params, *form.inputs, *form.errors], **private)
-    preset.input(form.on_preset, [job_type, preset], [params, *form.inputs, *form.errors], **private)
-    apply.click(form.on_apply, [job_type, params], [preset, status, *form.inputs, *form.errors], **private)
+    job_type.input(form.on_type, [job_type], [preset, params, *form.inputs], **private)
+    preset.input(form.on_preset, [job_type, preset], [params, *form.inputs], **private)
+    apply.click(form.on_apply, [job_type, params], [preset, status, *form.inputs], **private)
 
     def start_from_page(t: str, p: str | None, ex: str, tok: str | None, *values: Any) -> list[Any]:
         raw = form_params(types[t], p, form.values(t, values))
@@ -255,7 +255,7 @@ def build_launcher_tab(actions: LauncherActions) -> None:
             job_id = actions.start_params(t, raw, ex, tok)
         except JobParamsError as exc:
             count = len(exc.field_errors)
-            return [f"**Not started**: {count} field{'s' if count > 1 else ''} to fix (marked below).",
+            return [f"**Not started**: {count} field{'s' if count > 1 else ''} to fix (marked ⚠ above).",
                     gr.skip(), text, *form.show_errors(t, exc.field_errors)]  # fmt: skip
         # The selector's choices must hold the new id before it is selected (Gradio checks a value is a choice).
         ids = [job.id for job in reversed(actions.manager.registry.jobs())]
@@ -263,7 +263,7 @@ def build_launcher_tab(actions: LauncherActions) -> None:
                 *form.show_errors(t, {})]  # fmt: skip
 
     start.click(start_from_page, [job_type, preset, executor, token, *form.inputs],
-                [status, selected, params, *form.errors], **private)  # fmt: skip
+                [status, selected, params, *form.inputs], **private)  # fmt: skip
     cancel.click(lambda j, tok: f"{j}: {actions.cancel(j, tok)}", [selected, token], [status], **private)
     resume.click(lambda j, tok: f"{j}: {actions.resume(j, tok)}", [selected, token], [status], **private)
     delete.click(lambda j, c, tok: f"{j}: deleted ({actions.delete(j, c, tok)})", [selected, confirm, token], [status],

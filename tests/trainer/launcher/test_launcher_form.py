@@ -170,15 +170,22 @@ def test_the_form_has_one_component_per_field_chosen_by_its_kind():
     assert [type(c).__name__ for c in fake.inputs] == ["Number", "Number", "Checkbox", "Checkbox"]
     assert [c.visible for c in form.columns] == [False, True, False]
     assert [u["visible"] for u in form.visibility("fake")] == [True, False, False]
-    # Filling and errors touch only the named type's components, in the order of ``inputs`` / ``errors``.
+    # Filling and errors touch only the named type's components, in the order of ``inputs``; an error takes
+    # the place of the field's help line, and the help comes back with the next fill.
     fill = form.fill("fake", {"steps": 9})
     assert len(fill) == len(form.inputs) == 4 + 10 + 6
-    assert fill[0] == {"__type__": "update", "value": 9} and all(u == gr.skip() for u in fill[1:])
+    assert fill[0] == {"__type__": "update", "value": 9, "info": "(0 to 1e9)"}
+    assert fill[1] == {"__type__": "update", "info": "(0 to 1e9)"} and all(u == gr.skip() for u in fill[4:])
     shown = form.show_errors("llava-stage2", {"data": "llava-stage2.data is required"})
-    assert shown[4 + 1] == {"__type__": "update", "value": error_text("llava-stage2.data is required"),
-                            "visible": True}  # fmt: skip
-    assert sum(1 for u in shown if u["visible"]) == 1
+    assert shown[4 + 1] == {"__type__": "update", "info": "⚠ **llava-stage2.data is required**"}
+    assert shown[4 + 2] == {"__type__": "update", "info": stage2.specs[2].info}
+    assert [u for u in shown if "⚠" in u.get("info", "")] == [shown[4 + 1]]
     assert form.values("llava-stage2", list(range(20))) == list(range(4, 14))
+
+
+def marked(components, updates) -> dict[str, str]:
+    """elem_id -> error, for the fields whose help line an update replaced with an error."""
+    return {c.elem_id: u["info"] for c, u in zip(components, updates) if "⚠" in u.get("info", "")}
 
 
 @pytest.fixture()
@@ -198,21 +205,21 @@ def test_start_from_the_form_marks_bad_fields_and_queues_a_good_form(page):
     start = handlers["start_from_page"]
     values = [c.value for c in start.inputs[4:]]  # every type's form as built: the defaults of its presets
     outputs = start.fn("llava-stage2", "tiny", "local", None, *values)
-    status, _selected, text, *errors = outputs
+    status, _selected, text, *updates = outputs
     assert status.startswith("**Not started**: 2 fields to fix")
-    shown = {out.elem_id: u["value"] for out, u in zip(start.outputs[3:], errors) if u["visible"]}
-    assert shown == {
-        "launcher-error-llava-stage2-data": error_text("llava-stage2.data is required"),
-        "launcher-error-llava-stage2-images": error_text("llava-stage2.images is required"),
+    assert marked(start.outputs[3:], updates) == {
+        "launcher-field-llava-stage2-data": error_text("llava-stage2.data is required"),
+        "launcher-field-llava-stage2-images": error_text("llava-stage2.images is required"),
     }
+    assert all("value" not in u for u in updates)  # what was typed stays
     assert text == '{\n "preset": "tiny"\n}' and manager.registry.jobs() == []
     fake_steps = [c.elem_id for c in start.inputs[4:]].index("launcher-field-fake-steps")
     values[fake_steps] = 1
-    status, selected, text, *errors = start.fn("fake", "tiny", "local", None, *values)
+    status, selected, text, *updates = start.fn("fake", "tiny", "local", None, *values)
     (job,) = manager.registry.jobs()
     assert status == f"Queued **{job.id}** (local)." and selected.constructor_args["value"] == job.id
     assert job.params == {"steps": 1, "sleep": 0.05, "fail": False, "hold": False}
-    assert '"steps": 1' in text and not any(u["visible"] for u in errors)
+    assert '"steps": 1' in text and marked(start.outputs[3:], updates) == {}
 
 
 def test_the_json_editor_fills_the_form(page):
@@ -221,11 +228,20 @@ def test_the_json_editor_fills_the_form(page):
     preset, status, *updates = apply.fn("llava-stage2", '{"preset": "synthworld", "max_steps": 12}')
     assert preset.constructor_args["value"] == "synthworld" and status == "Form filled from the JSON."
     filled = {c.elem_id: u["value"] for c, u in zip(apply.outputs[2:], updates) if "value" in u}
-    assert not any(u.get("visible") for u in updates)  # no error line shows
+    assert marked(apply.outputs[2:], updates) == {}
     assert filled["launcher-field-llava-stage2-max_steps"] == "12"
     assert filled["launcher-field-llava-stage2-init"] == "assets/models/synthworld-llava-next"
     assert filled["launcher-field-llava-stage2-config"] == "synthworld"
+    _preset, status, *updates = apply.fn("llava-stage2", '{"max_steps": "5", "data": "d.json"}')
+    assert status == "Form filled; the fields marked ⚠ were not."
+    assert marked(apply.outputs[2:], updates) == {
+        "launcher-field-llava-stage2-max_steps": error_text(
+            "llava-stage2.max_steps must be int or None, got '5'"
+        )
+    }
     with pytest.raises(gr.Error, match="cannot fill the form: .*unknown preset 'huge'"):
         apply.fn("llava-stage2", '{"preset": "huge"}')
-    with pytest.raises(gr.Error, match="cannot fill the form: llava-stage2: parameters must be a JSON object"):
+    with pytest.raises(
+        gr.Error, match="cannot fill the form: llava-stage2: parameters must be a JSON object"
+    ):
         apply.fn("llava-stage2", "[1]")
