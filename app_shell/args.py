@@ -229,6 +229,9 @@ def settings_from_args(args: argparse.Namespace) -> AppSettings:
     if launcher.enabled and launcher.workspace.resolve() not in {p.resolve() for p in chat.checkpoint_roots}:
         # "train -> serve": a finished LLaVA job's model shows in the chat's selector (Refresh), no restart.
         chat = replace(chat, checkpoint_roots=(*chat.checkpoint_roots, launcher.workspace))
+    if launcher.enabled:
+        # "customize -> re-index -> retrieve": an index-build job's index shows in the explorer (Refresh).
+        explorer = replace(explorer, job_workspace=launcher.workspace)
     return AppSettings(chat=chat, explorer=explorer, launcher=launcher)
 
 

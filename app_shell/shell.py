@@ -2,7 +2,7 @@
 
 The shell is the top layer: it imports each pillar's tab factory directly (``DEFAULT_TABS``). A factory takes
 the settings that tab owns and returns an ``AppTab`` (``vision_common.app_tab``), or None when the tab cannot
-run in this environment. The factory should be cheap: heavy work belongs in ``AppTab.startup`` (run before
+run in this environment. The flows between tabs are wired here from what the tabs' builds return (``flows``). The factory should be cheap: heavy work belongs in ``AppTab.startup`` (run before
 serving) and resources are released by ``AppTab.close``.
 """
 
@@ -13,6 +13,7 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 
+from app_shell.flows import wire_flows
 from app_shell.settings import AppSettings
 from llava_demo.ui.chat_tab import chat_tab
 from react_explorer.ui.explorer_tab import react_explorer_tab
@@ -69,10 +70,13 @@ def build_app(settings: AppSettings, tabs: Sequence[AppTab]) -> gr.Blocks:
         gr.Markdown(
             f"## {APP_TITLE}\nLLaVA-NeXT visual chat with AnyRes and REACT retrieval, running offline."
         )
-        with gr.Tabs():
+        ports: dict[str, object] = {}
+        with gr.Tabs() as tab_set:
             for tab in tabs:
                 with gr.Tab(tab.title, id=tab.tab_id):
-                    tab.build()
+                    ports[tab.tab_id] = tab.build()
+        wired = wire_flows(tab_set, ports)
+        log.info("one-click flows between tabs: %s", ", ".join(wired) or "none")
     # Events that generate set their own limit (concurrency_id "generate"); the rest are cheap.
     demo.queue(default_concurrency_limit=settings.chat.concurrency, max_size=QUEUE_MAX_SIZE)
     return demo

@@ -1,7 +1,9 @@
 """Refusing an oversized text prompt (issue 19, defect 2): a text-only chat request of ``--mb`` megabytes
 (default 50, under the 64 MiB body cap) against ``python -m llava_demo.server`` with the embedded model, in a
-separate process as deployed. Reports the time to the 4xx, the server's RSS growth (from /proc) and the
-slowest ``/health`` answered while the request was being refused.
+separate process as deployed. Reports the time to the 4xx, the server's peak RSS growth during the request (from
+/proc) and the slowest ``/health`` answered while the request was being refused, polled from a third process
+(``tests/support/health_poller.py``: a poller thread in this process would wait for this process's own copy
+of the 50 MB body).
 
 The baseline, measured in the same run on a second server started with ``--max-request-chars`` and
 ``--max-message-chars`` raised out of the way (the behaviour before the bound), is a ``--baseline-mb`` prompt
@@ -22,18 +24,17 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 
-from bench.server_common import wait_until_healthy
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.server_overhead import free_port  # noqa: E402 - after the path insert
+from bench.server_common import wait_until_healthy  # noqa: E402 - after the path insert
+from bench.server_overhead import free_port  # noqa: E402
+from tests.support.health_poller import health_poller, peak_rss_mb, reset_peak_rss  # noqa: E402
 
 UNBOUNDED = str(1 << 40)
 
@@ -48,52 +49,23 @@ def start(model: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
     return process, url
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def refuse(process: subprocess.Popen, url: str, megabytes: float) -> dict:
     words = int(megabytes * 1024 * 1024 / 5)
     body = json.dumps({"messages": [{"role": "user", "content": "word " * words}], "max_tokens": 4}).encode()
-    health: list[float] = []
-    stop = threading.Event()
-
-    def poll() -> None:
-        with httpx.Client(base_url=url, timeout=600) as client:
-            while not stop.is_set():
-                start = time.perf_counter()
-                client.get("/health")
-                health.append(time.perf_counter() - start)
-                time.sleep(0.01)
-
-    before = rss_mb(process.pid)
-    poller = threading.Thread(target=poll)
-    poller.start()
-    try:
-        start = time.perf_counter()
+    before = reset_peak_rss(process.pid)  # the model's load-time peak is not this request's
+    with health_poller(url) as health:  # another process: this one stalls while it sends the body
+        start = time.time()
         response = httpx.post(url + "/v1/chat/completions", content=body, timeout=900,
                               headers={"content-type": "application/json"})  # fmt: skip
-        seconds = time.perf_counter() - start
-    finally:
-        stop.set()
-        poller.join()
+        end = time.time()
+    during = health.overlapping(start, end)
     return {
         "mb": round(len(body) / 1e6, 2),
         "status": response.status_code,
-        "seconds": round(seconds, 3),
+        "seconds": round(end - start, 3),
         "rss_growth_mb": round(peak_rss_mb(process.pid) - before, 1),
-        "health_max_ms": round(1000 * max(health), 1) if health else None,
-        "health_polls": len(health),
+        "health_max_ms": round(1000 * max(during), 1) if during else None,
+        "health_polls": len(during),
     }
 
 

@@ -15,11 +15,8 @@ that has seen the whole caption.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,16 +25,21 @@ import torch
 
 from vision_common.atomic import atomic_directory, atomic_write_json
 from vision_common.clip_constants import CLIP_MEAN, CLIP_STD
+from vision_common.open_clip_dir import (
+    OPEN_CLIP_CONFIG_NAME,
+    OPEN_CLIP_WEIGHTS_NAME,
+    TOKENIZER_IN_DIR,
+    OpenClipDirError,
+    create_open_clip,
+    register_open_clip_config,
+)
 
-OPEN_CLIP_CONFIG_NAME = "open_clip_config.json"
-OPEN_CLIP_WEIGHTS_NAME = "open_clip_model.safetensors"
-# The HF tokenizer files live next to the weights; open_clip's local-dir loader reads them from the dir itself.
-TOKENIZER_IN_DIR = "."
 MODEL_NAME_PREFIX = "synthworld-clip"
 
 
-class TinyClipLoadError(ValueError):
-    """A saved tiny CLIP directory or a tokenizer directory is missing or malformed; the message names it."""
+class TinyClipLoadError(OpenClipDirError):
+    """A tokenizer directory is missing or lacks what the text tower needs; the message names it. (A saved
+    directory is read by ``vision_common.open_clip_dir.load_open_clip_dir``, whose errors are the base class.)"""
 
 
 @dataclass(frozen=True)
@@ -239,8 +241,10 @@ def open_clip_preprocess_cfg(cfg: TinyClipConfig) -> dict[str, Any]:
     }
 
 
-def _default_registry_dir() -> Path:
-    return Path(tempfile.gettempdir()) / "synthworld_open_clip_configs"
+def _model_cfg_for(cfg: TinyClipConfig, tokenizer_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    tokenizer_path = Path(tokenizer_dir).resolve()
+    specials = tokenizer_specials(load_hf_tokenizer(tokenizer_path), str(tokenizer_path))
+    return open_clip_model_cfg(cfg, specials, str(tokenizer_path))
 
 
 def register_tiny_clip(
@@ -255,38 +259,24 @@ def register_tiny_clip(
     path), so re-registering the same pair is idempotent and two tokenizers never collide.
     ``open_clip.create_model_and_transforms(name)`` and ``open_clip.get_tokenizer(name)`` then work offline.
     """
-    import open_clip
-
-    tokenizer_path = Path(tokenizer_dir).resolve()
-    specials = tokenizer_specials(load_hf_tokenizer(tokenizer_path), str(tokenizer_path))
-    model_cfg = open_clip_model_cfg(cfg, specials, str(tokenizer_path))
-    digest = hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()[:10]
-    name = f"{MODEL_NAME_PREFIX}-{cfg.preset}-{digest}"
-    config_path = Path(registry_dir) if registry_dir is not None else _default_registry_dir()
-    config_file = config_path / f"{name}.json"
-    if not config_file.is_file():
-        atomic_write_json(config_file, model_cfg)
-    open_clip.add_model_config(config_file)
-    return name
+    return register_open_clip_config(
+        _model_cfg_for(cfg, tokenizer_dir), f"{MODEL_NAME_PREFIX}-{cfg.preset}", registry_dir=registry_dir
+    )
 
 
 def create_tiny_clip(
     cfg: TinyClipConfig, tokenizer_dir: str | os.PathLike[str], *, seed: int | None = None
 ) -> tuple[torch.nn.Module, Any, Any, Any]:
     """Random-init tiny CLIP: ``(model, train_transform, val_transform, tokenizer)``."""
-    import open_clip
-
-    name = register_tiny_clip(cfg, tokenizer_dir)
+    model_cfg = _model_cfg_for(cfg, tokenizer_dir)
     if seed is not None:
         torch.manual_seed(seed)
-    model, train_transform, val_transform = open_clip.create_model_and_transforms(
-        name,
-        image_mean=cfg.image_mean,
-        image_std=cfg.image_std,
-        image_interpolation=cfg.interpolation,
-        image_resize_mode=cfg.resize_mode,
+    return create_open_clip(
+        model_cfg,
+        open_clip_preprocess_cfg(cfg),
+        tokenizer_dir=None,
+        prefix=f"{MODEL_NAME_PREFIX}-{cfg.preset}",
     )
-    return model, train_transform, val_transform, open_clip.get_tokenizer(name)
 
 
 def save_open_clip_dir(
@@ -320,76 +310,6 @@ def save_open_clip_dir(
         tokenizer.save_pretrained(str(tmp))
         atomic_write_json(tmp / OPEN_CLIP_CONFIG_NAME, config)
     return out
-
-
-def read_open_clip_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check ``open_clip_config.json`` of a saved directory."""
-    path = Path(model_dir) / OPEN_CLIP_CONFIG_NAME
-    if not path.is_file():
-        raise TinyClipLoadError(f"{path} not found: not an open_clip local-dir model")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise TinyClipLoadError(f"{path} is not valid JSON: {exc}") from exc
-    model_cfg = config.get("model_cfg")
-    if not isinstance(model_cfg, dict) or not all(
-        k in model_cfg for k in ("embed_dim", "vision_cfg", "text_cfg")
-    ):
-        raise TinyClipLoadError(f"{path}: 'model_cfg' must hold embed_dim, vision_cfg and text_cfg")
-    return config
-
-
-def _resolve_tokenizer_dir(model_dir: Path, model_cfg: dict[str, Any]) -> Path:
-    name = model_cfg["text_cfg"].get("hf_tokenizer_name")
-    if not name:
-        raise TinyClipLoadError(f"{model_dir / OPEN_CLIP_CONFIG_NAME}: text_cfg.hf_tokenizer_name is not set")
-    # Relative names are relative to the model directory, never a hub id (we are offline).
-    path = Path(name)
-    return path if path.is_absolute() else (model_dir / path).resolve()
-
-
-def load_open_clip_dir(model_dir: str | os.PathLike[str]) -> tuple[torch.nn.Module, Any, Any]:
-    """Load ``(model, preprocess, tokenizer)`` from a saved directory; offline, eval mode, fp32 on CPU.
-
-    The tokenizer path in the config is resolved relative to ``model_dir`` and the model is created from a
-    private copy of the config under a content-addressed name, so nothing is looked up on a hub.
-    """
-    import open_clip
-    from safetensors import SafetensorError
-
-    root = Path(model_dir).resolve()
-    config = read_open_clip_config(root)
-    weights = root / OPEN_CLIP_WEIGHTS_NAME
-    if not weights.is_file():
-        raise TinyClipLoadError(f"{weights} not found")
-    model_cfg = json.loads(json.dumps(config["model_cfg"]))
-    tokenizer_dir = _resolve_tokenizer_dir(root, model_cfg)
-    if not (tokenizer_dir / "tokenizer.json").is_file():
-        raise TinyClipLoadError(f"{root}: tokenizer files not found in {tokenizer_dir}")
-    model_cfg["text_cfg"]["hf_tokenizer_name"] = str(tokenizer_dir)
-    digest = hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()[:10]
-    name = f"{MODEL_NAME_PREFIX}-loaded-{digest}"
-    config_file = _default_registry_dir() / f"{name}.json"
-    if not config_file.is_file():
-        atomic_write_json(config_file, model_cfg)
-    open_clip.add_model_config(config_file)
-    preprocess_cfg = config.get("preprocess_cfg", {})
-    try:
-        # open_clip loads the safetensors file itself (strict), exactly as for any local checkpoint.
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name,
-            pretrained=str(weights),
-            image_mean=tuple(preprocess_cfg["mean"]) if "mean" in preprocess_cfg else None,
-            image_std=tuple(preprocess_cfg["std"]) if "std" in preprocess_cfg else None,
-            image_interpolation=preprocess_cfg.get("interpolation"),
-            image_resize_mode=preprocess_cfg.get("resize_mode"),
-        )
-    except (RuntimeError, SafetensorError, OSError) as exc:
-        raise TinyClipLoadError(
-            f"cannot load weights {weights} for {root / OPEN_CLIP_CONFIG_NAME}: {exc}"
-        ) from exc
-    model.eval()
-    return model, preprocess, open_clip.get_tokenizer(name)
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:

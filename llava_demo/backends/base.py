@@ -29,6 +29,8 @@ FINISH_REASONS: tuple[FinishReason, ...] = ("stop", "length", "cancelled")
 # OpenAI's documented temperature range; above 2 sampling is noise.
 MAX_TEMPERATURE = 2.0
 MAX_STOP_STRINGS = 16
+# torch.manual_seed takes an unsigned 64-bit seed; a larger one raised inside the generation (a 500).
+MAX_SEED = 2**64 - 1
 
 
 # -- errors ------------------------------------------------------------------------------------------------
@@ -127,8 +129,10 @@ class SamplingParams:
             )
         object.__setattr__(self, "stop", stop)
         s = self.seed
-        if s is not None and (isinstance(s, bool) or not isinstance(s, int) or s < 0):
-            raise ValueError(f"SamplingParams.seed must be a non-negative integer or None, got {s!r}")
+        if s is not None and (isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED):
+            raise ValueError(
+                f"SamplingParams.seed must be a non-negative integer below 2**64 or None, got {s!r}"
+            )
 
     @property
     def greedy(self) -> bool:

@@ -26,6 +26,7 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llava_demo.backends.base import BackendError, ChatBackend, StreamEvent
+from llava_demo.server.body import read_body
 from llava_demo.server.config import ServerConfig
 from llava_demo.server.errors import ApiError, from_backend_error, from_unexpected
 from llava_demo.server.jobs import AdmissionGate, ClientDisconnected, DisconnectWatcher, GenerationJob
@@ -41,7 +42,7 @@ from llava_demo.server.state import (
     served_template_name,
     start_job,
 )
-from llava_demo.server.text_bounds import check_text_bounds, refuse_text_only_body
+from llava_demo.server.text_bounds import IMAGE_PART_MARKER, check_text_bounds, refuse_text_only_size
 
 log = logging.getLogger("llava_demo.server.cli")
 # Status for a response nobody will read (the client is gone); nginx's name for it.
@@ -136,37 +137,19 @@ async def _sse_stream(
     yield DONE_EVENT
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
-    too_large = ApiError(
-        413,
-        f"the request body exceeds the server's limit of {limit:,} bytes (--max-request-bytes); "
-        "send fewer or smaller images",
-        code="request_too_large",
-    )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _chat_completions(state: ServerState, request: Request) -> Response:
     config = state.config
     check_api_key(config, request)
-    body = await read_body(request, config.max_request_bytes)
+    body = await read_body(request, config.max_request_bytes, IMAGE_PART_MARKER)
     bounds = config.text_bounds()
-    refuse_text_only_body(body, bounds)  # before parsing: a 50 MB prompt is refused from its length alone
-    if len(body) > LARGE_BODY_BYTES:
-        raw = await asyncio.to_thread(parse_json_body, body)  # base64 images: keep the loop free meanwhile
+    # Before joining or parsing: a 50 MB prompt is refused from its size and the chunk-by-chunk marker search.
+    refuse_text_only_size(body.size, body.has_marker, bounds)
+    if body.size > LARGE_BODY_BYTES:
+        # The join and json.loads each hold the GIL for their whole C call, so a worker thread only lets the
+        # loop run between them; a text-only body too long for the bounds was refused above without either.
+        raw = await asyncio.to_thread(lambda: parse_json_body(body.join()))
     else:
-        raw = parse_json_body(body)
+        raw = parse_json_body(body.join())
     parsed = parse_chat_request(raw, default_max_tokens=config.default_max_tokens)
     check_text_bounds(parsed, bounds)  # before the backend tokenizes anything
     if not config.accepts_model(parsed.model):

@@ -81,6 +81,14 @@ def parse_json_body(raw: bytes) -> Any:
             None,
             "invalid_json",
         ) from exc
+    except RecursionError as exc:
+        # b"[" * 100_000 is valid-looking JSON that exhausts the decoder's recursion limit: a 400, not a 500.
+        raise _bad("the request body nests arrays or objects too deeply", None, "invalid_json") from exc
+    except ValueError as exc:
+        # An integer literal of more than 4,300 digits (Python's int-conversion limit) is refused by json.loads.
+        raise _bad(
+            f"the request body holds a value JSON cannot represent here: {exc}", None, "invalid_json"
+        ) from exc
 
 
 def _optional(body: Mapping[str, Any], key: str, kinds: type | tuple[type, ...], what: str) -> Any:
@@ -174,11 +182,11 @@ def _parse_max_tokens(body: Mapping[str, Any], default: int) -> int:
             f"'max_tokens' ({legacy}) and 'max_completion_tokens' ({current}) disagree; send one of them",
             "max_tokens",
         )
-    value = current if current is not None else legacy
+    value, name = (current, "max_completion_tokens") if current is not None else (legacy, "max_tokens")
     if value is None:
         return default
     if value < 1:
-        raise _bad(f"'max_tokens' must be at least 1, got {value}", "max_tokens")
+        raise _bad(f"'{name}' must be at least 1, got {value}", name)  # the field the client sent
     return value
 
 

@@ -9,7 +9,8 @@ Two checks, both cheap and independent of the model:
 * ``check_text_bounds``: after parsing, the characters of each message and of the whole request.
 
 The cost of refusing therefore grows with the body only as far as reading it (already capped by
-``--max-request-bytes``) and one substring search.
+``--max-request-bytes``) and one substring search, done chunk by chunk while it arrives
+(``llava_demo.server.body``), so no single step of the event loop grows with it.
 """
 
 from __future__ import annotations
@@ -51,11 +52,16 @@ class TextBounds:
 
 def refuse_text_only_body(body: bytes, bounds: TextBounds) -> None:
     """400 for a body without image parts that is too long to hold an allowed amount of text."""
-    limit = bounds.text_only_body_limit
-    if len(body) > limit and IMAGE_PART_MARKER not in body:
+    refuse_text_only_size(len(body), IMAGE_PART_MARKER in body, bounds)
+
+
+def refuse_text_only_size(size: int, mentions_images: bool, bounds: TextBounds) -> None:
+    """``refuse_text_only_body`` from the body's size and whether ``IMAGE_PART_MARKER`` occurs in it, both
+    known while it was read (``llava_demo.server.body``), so the body itself is not touched again."""
+    if size > bounds.text_only_body_limit and not mentions_images:
         raise ApiError(
             400,
-            f"the request has no images and its {len(body):,}-byte body is longer than any request of at most "
+            f"the request has no images and its {size:,}-byte body is longer than any request of at most "
             f"{bounds.max_request_chars:,} text characters can be (--max-request-chars); send less text",
             code=CODE,
             param="messages",

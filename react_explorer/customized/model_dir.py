@@ -15,11 +15,9 @@ level, where open_clip ignores it. A model without ``react_cfg`` (the ``locked-t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +28,17 @@ from torch import nn
 from react_explorer.customized.gated_blocks import ReactModelConfig, ReactModelError, attach_gated_blocks
 from react_explorer.customized.state_dicts import load_customized_state, read_checkpoint_file
 from vision_common.atomic import atomic_directory
+from vision_common.open_clip_dir import (
+    OPEN_CLIP_CONFIG_NAME,
+    OPEN_CLIP_WEIGHTS_NAME,
+    TOKENIZER_IN_DIR,
+    OpenClipDirError,
+    create_open_clip,
+    read_open_clip_config,
+    read_open_clip_dir,
+)
 
-CONFIG_NAME = "open_clip_config.json"
-WEIGHTS_NAME = "open_clip_model.safetensors"
-WEIGHT_FILES = (WEIGHTS_NAME, "open_clip_pytorch_model.bin")
 REACT_KEY = "react_cfg"
-TOKENIZER_IN_DIR = "."
 # HF tokenizer files copied next to the weights when the base model reads its tokenizer from a local folder.
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -45,7 +48,6 @@ TOKENIZER_FILES = (
     "vocab.json",
     "merges.txt",
 )
-REGISTRY_NAME = "react_open_clip_configs"
 
 
 @dataclass
@@ -81,92 +83,30 @@ def split_react_cfg(
     return model_cfg, (ReactModelConfig.from_dict(data) if data is not None else None)
 
 
-def read_config(root: Path) -> dict[str, Any]:
-    path = root / CONFIG_NAME
-    if not path.is_file():
-        raise ReactModelError(f"model directory {root} has no {CONFIG_NAME}")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ReactModelError(f"{path} is not valid JSON: {exc}") from exc
-    model_cfg = config.get("model_cfg") if isinstance(config, dict) else None
-    if not isinstance(model_cfg, dict) or not all(
-        k in model_cfg for k in ("embed_dim", "vision_cfg", "text_cfg")
-    ):
-        raise ReactModelError(f"{path}: 'model_cfg' must hold embed_dim, vision_cfg and text_cfg")
-    return config
-
-
 def has_react_cfg(root: str | os.PathLike[str]) -> bool:
     """True when a model directory's config carries REACT settings (top level or the fork's vision_cfg)."""
     try:
-        config = read_config(Path(root))
-    except ReactModelError:
+        config = read_open_clip_config(root)
+    except OpenClipDirError:
         return False
     return REACT_KEY in config or REACT_KEY in config["model_cfg"].get("vision_cfg", {})
 
 
-def local_tokenizer_dir(root: Path, model_cfg: dict[str, Any]) -> Path | None:
-    """The HF tokenizer folder a relative ``hf_tokenizer_name`` points at inside ``root`` (None otherwise)."""
-    name = model_cfg.get("text_cfg", {}).get("hf_tokenizer_name")
-    if not name:
-        return None
-    path = Path(name) if Path(name).is_absolute() else root / name
-    return path.resolve() if (path / "tokenizer.json").is_file() else None
-
-
-def build_architecture(
-    model_cfg: dict[str, Any], preprocess_cfg: dict[str, Any], tokenizer_dir: Path | None
-) -> tuple[nn.Module, Callable, Callable, Callable]:
-    """Random-init ``(model, train_transform, val_transform, tokenizer)`` from an open_clip config, offline.
-
-    The config is registered under a content-addressed name (a local tokenizer by absolute path), as open_clip
-    only builds registered names; nothing is looked up on a hub.
-    """
-    import open_clip  # heavy; only where a model is built
-
-    cfg = json.loads(json.dumps(model_cfg))
-    if tokenizer_dir is not None:
-        cfg["text_cfg"]["hf_tokenizer_name"] = str(tokenizer_dir)
-    digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
-    name = f"react-base-{digest}"
-    config_file = Path(tempfile.gettempdir()) / REGISTRY_NAME / f"{name}.json"
-    if not config_file.is_file():
-        config_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = config_file.with_name(f".{config_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cfg), encoding="utf-8")
-        os.replace(tmp, config_file)
-    open_clip.add_model_config(config_file)
-    model, train_transform, val_transform = open_clip.create_model_and_transforms(
-        name,
-        image_mean=_tuple_or_none(preprocess_cfg.get("mean")),
-        image_std=_tuple_or_none(preprocess_cfg.get("std")),
-        image_interpolation=preprocess_cfg.get("interpolation"),
-        image_resize_mode=preprocess_cfg.get("resize_mode"),
-    )
-    return model, train_transform, val_transform, open_clip.get_tokenizer(name)
-
-
-def _tuple_or_none(value: Any) -> tuple[float, ...] | None:
-    return tuple(float(v) for v in value) if value is not None else None
-
-
 def load_model_dir(root: str | os.PathLike[str]) -> ClipBundle:
     """Load a base or customized model directory (eval mode, fp32, CPU); errors name the file."""
-    root = Path(root).expanduser().resolve()
-    config = read_config(root)
-    model_cfg, react = split_react_cfg(config["model_cfg"], config)
-    weights = next((root / name for name in WEIGHT_FILES if (root / name).is_file()), None)
-    if weights is None:
-        raise ReactModelError(f"model directory {root} has no weights ({' or '.join(WEIGHT_FILES)})")
-    tokenizer_dir = local_tokenizer_dir(root, model_cfg)
-    name = model_cfg["text_cfg"].get("hf_tokenizer_name")
-    if name and not Path(name).is_absolute() and tokenizer_dir is None and (root / name).exists():
-        raise ReactModelError(f"{root / CONFIG_NAME}: tokenizer folder {root / name} has no tokenizer.json")
-    preprocess_cfg = dict(config.get("preprocess_cfg") or {})
-    model, train_tf, val_tf, tokenizer = build_architecture(model_cfg, preprocess_cfg, tokenizer_dir)
+    try:
+        directory = read_open_clip_dir(root)
+    except OpenClipDirError as exc:
+        raise ReactModelError(str(exc)) from exc
+    model_cfg, react = split_react_cfg(directory.model_cfg, directory.config)
+    # Random init from the config, then our own weight loading: open_clip's strict load knows no gated blocks,
+    # and a fork checkpoint needs its key names mapped (state_dicts.py).
+    model, train_tf, val_tf, tokenizer = create_open_clip(
+        model_cfg, directory.preprocess_cfg, tokenizer_dir=directory.tokenizer_dir, prefix="react-base"
+    )
     if react is not None:
         attach_gated_blocks(model, react, ls_init_value=model_cfg["vision_cfg"].get("ls_init_value"))
+    weights = directory.weights
     missing = load_customized_state(model, read_checkpoint_file(weights), str(weights))
     if react is not None and missing:
         raise ReactModelError(
@@ -174,8 +114,9 @@ def load_model_dir(root: str | os.PathLike[str]) -> ClipBundle:
         )
     model.eval()
     return ClipBundle(
-        model, train_tf, val_tf, tokenizer, model_cfg, preprocess_cfg, react, tokenizer_dir, str(root)
-    )
+        model, train_tf, val_tf, tokenizer, model_cfg, directory.preprocess_cfg, react, directory.tokenizer_dir,
+        str(directory.root),
+    )  # fmt: skip
 
 
 def load_named_model(name: str, checkpoint: str | os.PathLike[str]) -> ClipBundle:
@@ -248,10 +189,10 @@ def save_model_dir(
     state = {key: value.detach().to("cpu").contiguous().clone() for key, value in model.state_dict().items()}
     out = Path(out_dir)
     with atomic_directory(out) as tmp:
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        save_file(state, str(tmp / OPEN_CLIP_WEIGHTS_NAME), metadata={"format": "pt"})
         if tokenizer_dir is not None:
             for name in TOKENIZER_FILES:
                 if (tokenizer_dir / name).is_file():
                     shutil.copy2(tokenizer_dir / name, tmp / name)
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
+        (tmp / OPEN_CLIP_CONFIG_NAME).write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
     return out

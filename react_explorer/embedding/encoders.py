@@ -34,10 +34,14 @@ from react_explorer.embedding.model_spec import (
     offline_from_env,
 )
 from react_explorer.errors import EncoderLoadError, MissingImagesError, PoolFormatError
-from vision_common.tiny_clip import TinyClipLoadError, load_open_clip_dir
+from vision_common.open_clip_dir import (
+    OPEN_CLIP_CONFIG_NAME,
+    OpenClipDirError,
+    load_open_clip_dir,
+    local_tokenizer_dir,
+)
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
-OPEN_CLIP_CONFIG_NAME = "open_clip_config.json"
 
 
 def load_encoder(spec: ModelSpec, *, device: str = "cpu", offline: bool | None = None) -> ClipEncoder:
@@ -117,14 +121,13 @@ def _load_local_dir(root: Path) -> tuple[Any, Any, Any]:
         except ReactModelError as exc:
             raise EncoderLoadError(f"cannot load customized CLIP {root}: {exc}") from exc
         return bundle.model, bundle.preprocess, bundle.tokenizer
-    tokenizer_name = (config.get("model_cfg") or {}).get("text_cfg", {}).get("hf_tokenizer_name")
-    if tokenizer_name and not Path(tokenizer_name).is_absolute() and (root / tokenizer_name).is_dir():
+    try:
         # A tokenizer stored next to the weights (the SynthWorld tiny CLIP): open_clip alone would look it up on
         # the hub, the project's loader resolves it relative to the directory.
-        try:
+        if local_tokenizer_dir(root, config.get("model_cfg") or {}) is not None:
             return load_open_clip_dir(root)
-        except TinyClipLoadError as exc:
-            raise EncoderLoadError(str(exc)) from exc
+    except OpenClipDirError as exc:
+        raise EncoderLoadError(str(exc)) from exc
     import open_clip
 
     name = f"{LOCAL_DIR_PREFIX}{root}"

@@ -26,6 +26,7 @@ from react_explorer.ui.explorer_services import BuildNotice, ExplorerServices
 from react_explorer.ui.query_inputs import ExplorerQuery
 from react_explorer.ui.results_view import ResultItem, result_items, retrieved_ids
 from react_explorer.ui.subset_export import export_path, write_subset
+from react_explorer.ui.subset_handoff import SubsetHandoff, subset_handoff
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class ExportResult:
     rows: int  # one per (class, pair): a pair two classes retrieved is two rows
     dropped_missing: int  # rows left out because their image file is gone
     distinct_pairs: int  # distinct pool rows among the written rows
+    handoff: SubsetHandoff | None = None  # what "Customize CLIP on this subset" starts from
 
 
 def run_retrieval(
@@ -87,7 +89,9 @@ def export_subset(services: ExplorerServices, result: ExplorerResult, name: str 
     table, dropped = check_subset_images(subset_table(index, result.retrieval), skip_missing=True)
     write_subset(table, path)
     distinct = len(set(table.column("id").to_pylist())) if table.num_rows else 0
-    return ExportResult(path, table.num_rows, dropped, distinct)
+    names = tuple(result.query.class_names)
+    handoff = subset_handoff(index, path, names, table.num_rows, services.cfg.tasks_dir)
+    return ExportResult(path, table.num_rows, dropped, distinct, handoff)
 
 
 def find_item(result: ExplorerResult, class_name: str, position: int) -> ResultItem:

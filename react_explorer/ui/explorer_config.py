@@ -36,6 +36,9 @@ class ExplorerConfig:
     """Exports are written here and nowhere else (a name, never a path, comes from the page)."""
     user_indexes: tuple[Path, ...] = ()
     """Index directories named on the command line (listed even outside ``runs_root``)."""
+    job_workspace: Path | None = None
+    """The training launcher's workspace: the indexes its index-build jobs wrote (``jobs/<id>/run/index``, e.g.
+    the pool re-embedded by a customized CLIP) are listed too. Set by the app shell when the launcher is on."""
     max_galleries: int = 32
     """Per-class galleries on the page; further classes are in the table and the export, not shown."""
     gallery_limit: int = 48
@@ -57,6 +60,8 @@ class ExplorerConfig:
         object.__setattr__(
             self, "user_indexes", tuple(Path(p).expanduser().resolve() for p in self.user_indexes)
         )
+        if self.job_workspace is not None:
+            object.__setattr__(self, "job_workspace", Path(self.job_workspace).expanduser().resolve())
         for name in ("max_galleries", "gallery_limit", "max_loaded_indexes", "build_batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -110,6 +115,14 @@ def add_explorer_arguments(parser: argparse.ArgumentParser) -> None:
         "(repeatable; runs/react/*/ is found without it)",
     )
     group.add_argument(
+        "--react-world",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="SynthWorld world: its pool/ is the embedded pool, its tasks/ fill the class list and score REACT "
+        f"jobs before/after (default {DEFAULT_WORLD.relative_to(PROJECT_ROOT)})",
+    )
+    group.add_argument(
         "--react-no-background-build",
         action="store_true",
         help="do not build a missing embedded SynthWorld index from app start (it is built on first use instead)",
@@ -121,5 +134,10 @@ def explorer_config_from_args(args: argparse.Namespace) -> ExplorerConfig:
     missing = [str(path) for path in args.react_index if not path.is_dir()]
     if missing:
         raise ValueError(f"--react-index {missing[0]} is not a directory")
+    world = getattr(args, "react_world", None)
+    if world is not None and not world.is_dir():
+        raise ValueError(f"--react-world {world} is not a directory")
     background = not getattr(args, "react_no_background_build", False)
-    return ExplorerConfig(user_indexes=tuple(args.react_index), background_build=background)
+    return ExplorerConfig(
+        world=world or DEFAULT_WORLD, user_indexes=tuple(args.react_index), background_build=background
+    )

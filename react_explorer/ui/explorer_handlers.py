@@ -234,16 +234,21 @@ class ExplorerHandlers:
         return staged or placeholder, gallery_caption(item)
 
     # ----- export -----------------------------------------------------------------------------------------
-    def export(self, result: ExplorerResult | None, name: str) -> tuple[Any, str]:
+    def export(self, result: ExplorerResult | None, name: str) -> tuple[Any, str, Any]:
+        """The file, the status, and the export's handoff (kept in a ``gr.State`` for other tabs' flows)."""
         if result is None:
-            return gr.skip(), error_status("run a retrieval first; then its subset can be exported")
+            return (
+                gr.skip(),
+                error_status("run a retrieval first; then its subset can be exported"),
+                gr.skip(),
+            )
         try:
             done = export_subset(self.services, result, name)
         except USER_ERRORS as exc:
             _log_unexpected(exc)
             gr.Warning(str(exc))
-            return gr.skip(), error_status(str(exc))
-        return str(done.path), export_status(done)
+            return gr.skip(), error_status(str(exc)), gr.skip()
+        return str(done.path), export_status(done), done.handoff
 
 
 def export_status(done: ExportResult) -> str:

@@ -7,6 +7,7 @@ once, and stable element ids for browser tests.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -28,6 +29,16 @@ HELP = (
 )
 
 
+@dataclass(frozen=True)
+class ExplorerPorts:
+    """What the tab offers other tabs' flows (wired by the app shell, which may import the launcher)."""
+
+    subset_handoff: gr.State
+    """The last export's ``SubsetHandoff`` (None before any export)."""
+    customize: gr.Button
+    """"Customize CLIP on this subset": hidden until an export, and unless a flow wires it."""
+
+
 def react_explorer_tab(cfg: ExplorerConfig) -> AppTab:
     """The explorer tab from its own settings (cheap: reads manifests, loads nothing)."""
     return tab_from_services(ExplorerServices(cfg))
@@ -46,13 +57,14 @@ def tab_from_services(services: ExplorerServices) -> AppTab:
     )
 
 
-def build_explorer_tab(services: ExplorerServices) -> None:
+def build_explorer_tab(services: ExplorerServices) -> ExplorerPorts:
     cfg = services.cfg
     handlers, api = ExplorerHandlers(services), ExplorerApi(services)
     choices = [(choice.label, choice.value) for choice in services.choices()]
     # Without a generated world the first user-built index is the useful default (the embedded entry says why).
     default = choices[1][1] if embedded_problem(cfg) and len(choices) > 1 else EMBEDDED
     result_state, selected_state, neighbours_state = gr.State(None), gr.State(None), gr.State([])
+    handoff_state = gr.State(None)
 
     gr.Markdown(HELP)
     with gr.Row():
@@ -156,6 +168,12 @@ def build_explorer_tab(services: ExplorerServices) -> None:
                 export_file = gr.File(
                     label="Subset parquet", interactive=False, height=90, elem_id="react-export-file"
                 )
+                customize = gr.Button(
+                    "Customize CLIP on this subset",
+                    visible=False,
+                    variant="secondary",
+                    elem_id="react-customize",
+                )
 
     with gr.Group(visible=False):  # components only the API uses
         _api_components(api, result_state)
@@ -197,7 +215,10 @@ def build_explorer_tab(services: ExplorerServices) -> None:
         [similar, status, neighbours_state],
         **private,
     )
-    export.click(handlers.export, [result_state, export_name], [export_file, status], **private)
+    export.click(
+        handlers.export, [result_state, export_name], [export_file, status, handoff_state], **private
+    )
+    return ExplorerPorts(handoff_state, customize)
 
 
 def _api_components(api: ExplorerApi, result_state: gr.State) -> None:

@@ -1,5 +1,6 @@
 """Which indexes the explorer offers: the embedded SynthWorld pool (built on first use into a cache folder keyed
-by the CLIP's weights) and user-built index directories (``--react-index`` and ``runs/react/*/manifest.json``).
+by the CLIP's weights) and user-built index directories (``--react-index``, ``runs/react/*/manifest.json``, and
+the launcher's finished index-build jobs).
 
 Listing reads only ``manifest.json`` files (no FAISS, no torch), so the tab factory stays cheap.
 """
@@ -76,24 +77,38 @@ def build_embedded_index(cfg: ExplorerConfig, out: Path, *, progress: bool = Tru
     return time.perf_counter() - start
 
 
+# Where the launcher's index-build jobs leave their index (trainer/launcher/job_types.py: ``--out run/index``).
+JOB_INDEX_GLOB = f"jobs/*/run/index/{MANIFEST_NAME}"
+
+
+def job_index_dirs(cfg: ExplorerConfig) -> list[Path]:
+    """Finished index-build jobs' indexes in the launcher's workspace (a manifest is written last, atomically)."""
+    if cfg.job_workspace is None or not (cfg.job_workspace / "jobs").is_dir():
+        return []
+    return sorted(p.parent.resolve() for p in cfg.job_workspace.glob(JOB_INDEX_GLOB))
+
+
 def user_index_dirs(cfg: ExplorerConfig) -> list[Path]:
-    """Command-line indexes first (in order), then ``runs_root/*`` holding a manifest, each directory once."""
+    """Command-line indexes first (in order), then ``runs_root/*`` holding a manifest, then the launcher's
+    index-build jobs, each directory once."""
     found: list[Path] = list(cfg.user_indexes)
     if cfg.runs_root.is_dir():
         found += sorted(p.parent.resolve() for p in cfg.runs_root.glob(f"*/{MANIFEST_NAME}"))
+    found += job_index_dirs(cfg)
     return list(dict.fromkeys(found))
 
 
-def describe_index_dir(directory: Path) -> str:
+def describe_index_dir(directory: Path, name: str | None = None) -> str:
     """``name (30,000 pairs, 128-d)`` from the manifest alone; a problem is named instead of hidden."""
     path = directory / MANIFEST_NAME
+    name = name or directory.name
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return f"{directory.name} ({int(data['count']):,} pairs, {int(data['dim'])}-d)"
+        return f"{name} ({int(data['count']):,} pairs, {int(data['dim'])}-d)"
     except FileNotFoundError:
-        return f"{directory.name} (no {MANIFEST_NAME})"
+        return f"{name} (no {MANIFEST_NAME})"
     except (OSError, ValueError, KeyError, TypeError):
-        return f"{directory.name} (unreadable {MANIFEST_NAME})"
+        return f"{name} (unreadable {MANIFEST_NAME})"
 
 
 def index_choices(cfg: ExplorerConfig) -> list[IndexChoice]:
@@ -103,8 +118,11 @@ def index_choices(cfg: ExplorerConfig) -> list[IndexChoice]:
         " - not available" if problem else ""
     )
     choices = [IndexChoice(embedded_label, EMBEDDED, None)]
+    jobs = set(job_index_dirs(cfg))
     for directory in user_index_dirs(cfg):
-        choices.append(IndexChoice(describe_index_dir(directory), str(directory), directory))
+        # Every job's index folder is called "index": its job id says which one it is.
+        name = f"job {directory.parents[1].name}" if directory in jobs else None
+        choices.append(IndexChoice(describe_index_dir(directory, name), str(directory), directory))
     return choices
 
 

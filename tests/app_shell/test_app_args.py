@@ -138,5 +138,15 @@ def test_models_trained_in_the_launcher_workspace_are_offered_to_the_chat(tmp_pa
     settings = parse_settings(["--workspace", str(tmp_path / "ws")], environ={})
     assert settings.launcher.enabled and settings.launcher.workspace == tmp_path / "ws"
     assert tmp_path / "ws" in settings.chat.checkpoint_roots
+    assert settings.explorer.job_workspace == (tmp_path / "ws").resolve()  # its index-build jobs' indexes
     remote = parse_settings(["--host", "0.0.0.0"], environ={})
     assert not remote.launcher.enabled and "launcher token" in remote.launcher.disabled_reason
+    assert remote.explorer.job_workspace is None
+
+
+def test_the_explorer_world_is_a_flag(tmp_path):
+    settings = parse_settings(["--react-world", str(tmp_path)], environ={})
+    assert settings.explorer.world == tmp_path.resolve() and settings.explorer.tasks_dir == tmp_path / "tasks"
+    with pytest.raises(SystemExit) as exit_info:
+        parse_settings(["--react-world", str(tmp_path / "missing")], environ={})
+    assert exit_info.value.code == 2

@@ -28,7 +28,7 @@ import torch
 
 from vision_common.atomic import atomic_directory
 from vision_common.clip_constants import CLIP_MEAN, CLIP_STD
-from vision_common.tiny_clip import OPEN_CLIP_WEIGHTS_NAME, read_open_clip_config
+from vision_common.open_clip_dir import OPEN_CLIP_WEIGHTS_NAME, read_open_clip_config
 
 VISUAL_PREFIX = "visual."
 PIL_RESAMPLE = {"bicubic": 3, "bilinear": 2, "nearest": 0}

@@ -24,7 +24,7 @@ from react_explorer.retrieval.prompt_templates import SYNTHWORLD_TEMPLATES
 from trainer.foundation.clip_data import load_rgb
 from trainer.synthworld.concepts import COLOR_NAMES, SHAPES
 from vision_common.atomic import atomic_write_json
-from vision_common.tiny_clip import load_open_clip_dir
+from vision_common.open_clip_dir import load_open_clip_dir
 
 TASKS_DIR = "tasks"
 Template = Callable[[str], str]

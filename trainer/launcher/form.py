@@ -23,6 +23,7 @@ from trainer.launcher.form_spec import (
     json_to_form,
     preset_values,
     to_component,
+    to_param,
 )
 from trainer.launcher.job_types import JobType
 from trainer.launcher.param_types import JobParamsError
@@ -132,10 +133,25 @@ class ParamsForm:
         return [gr.Dropdown(list(t.presets), value=preset), preset_json(t, preset),
                 *self.fill(job_type, preset_values(t, preset))]  # fmt: skip
 
-    def on_preset(self, job_type: str, preset: str | None) -> list[Any]:
-        """A preset picked by hand: its values, no errors. Outputs: parameters JSON, ``inputs``."""
+    def on_preset(self, job_type: str, preset: str | None, text: str, *flat: Any) -> list[Any]:
+        """A preset picked by hand: its values, but a field whose value the old preset would not have set (the
+        user's or a flow's edit, e.g. a prefilled subset) keeps it; no errors. The old preset is the parameters
+        JSON's (every event that sets the preset also writes the JSON); none there: the defaults. Inputs: job
+        type, preset, parameters JSON, ``inputs``; outputs: parameters JSON, ``inputs``."""
         t = self.job_types[job_type]
-        return [preset_json(t, preset), *self.fill(job_type, preset_values(t, preset))]
+        try:
+            old = json.loads(text or "{}")
+        except json.JSONDecodeError:
+            old = {}
+        old_preset = old.get("preset") if isinstance(old, dict) and old.get("preset") in t.presets else None
+        baseline = preset_values(t, old_preset)
+        current = {
+            s.name: to_param(s, v) for s, v in zip(self.forms[job_type].specs, self.values(job_type, flat))
+        }
+        edits = {name: value for name, value in current.items() if value != baseline[name]}
+        values = {**preset_values(t, preset), **edits}
+        shown = json.dumps({"preset": preset, **values} if preset else values, indent=1)
+        return [shown, *self.fill(job_type, values)]
 
     def on_apply(self, job_type: str, text: str) -> list[Any]:
         """JSON parameters (the API's shape) into the form. Outputs: preset, status, ``inputs``."""

@@ -131,6 +131,14 @@ class ReactCustomizeParams:
     """Optimizer updates (empty: the preset's)."""
     gamma: Annotated[float, Range(0, 1)] = 0.9
     """Pairs whose text cosine is at least gamma count as positives of the contrastive loss."""
+    classes: str = ""
+    """The retrieval's class names (comma-separated): the zero-shot before/after scores only these classes."""
+    eval_task: str = ""
+    """A labelled task (SynthWorld task folder or ImageFolder) scored zero-shot before and after into
+    zeroshot.json (empty: no scores)."""
+    pool: str = ""
+    """The pool the subset was retrieved from; training does not read it: "Re-index the pool with this CLIP"
+    embeds it with the result."""
 
 
 @dataclass(frozen=True)
@@ -143,3 +151,5 @@ class ReactEvalParams:
     """The model before customization (the "before" column)."""
     task: str = ".cache/synthworld/default-seed0/tasks/species"
     """SynthWorld task folder or ImageFolder whose classes are scored."""
+    classes: str = ""
+    """Comma-separated class names: score only these classes of the task (empty: all)."""

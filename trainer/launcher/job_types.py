@@ -272,10 +272,13 @@ JOB_TYPES: dict[str, JobType] = {
                 "--gamma",
                 str(p.gamma),
                 *_opt("--max-steps", p.max_steps),
+                *_opt("--eval-task", p.eval_task),
+                *(_opt("--eval-classes", p.classes) if p.eval_task else []),
                 "--no-progress",
             ],
-            "final/ (open_clip directory with the REACT settings), metrics.jsonl, checkpoints/",
-            ("subset", "base"),
+            "final/ (open_clip directory with the REACT settings), zeroshot.json (with an eval_task), "
+            "metrics.jsonl, checkpoints/",
+            ("subset", "base", "eval_task", "pool"),
             True,
         ),  # fmt: skip
         JobType(
@@ -293,6 +296,7 @@ JOB_TYPES: dict[str, JobType] = {
                 p.baseline,
                 "--task",
                 p.task,
+                *_opt("--classes", p.classes),
                 "--json",
                 "--out",
                 str(run / "zeroshot.json"),

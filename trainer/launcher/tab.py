@@ -12,22 +12,41 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
+from react_explorer.ui.subset_handoff import SubsetHandoff
+from trainer.launcher import prefill
 from trainer.launcher.form import ParamsForm, preset_json
 from trainer.launcher.form_spec import default_preset, form_params
 from trainer.launcher.job_types import JobParamsError
 from trainer.launcher.manager import JobManager
+from trainer.launcher.prefill import (
+    REACT_FLOW_PRESET,
+    REACT_JOB,
+    prefill_note,
+    react_customize_values,
+    switch_preset,
+)
+from trainer.launcher.react_results import (
+    REINDEX_TYPE,
+    ZEROSHOT_HEADERS,
+    ReindexError,
+    before_after_rows,
+    customized_model,
+    read_report,
+    reindex_values,
+)
 from trainer.launcher.registry import RegistryError
 from trainer.launcher.settings import LauncherSettings
 from trainer.launcher.views import TABLE_HEADERS, curve_points, job_json, progress, table_row
 from trainer.launcher.workspace import PathOutsideWorkspaceError
 from vision_common.app_tab import AppTab
 
-USER_ERRORS = (JobParamsError, RegistryError, PathOutsideWorkspaceError, ValueError)
+USER_ERRORS = (JobParamsError, RegistryError, PathOutsideWorkspaceError, ReindexError, ValueError)
 HELP = (
     "Start a training job implemented in `trainer/`: pick its type and a preset, and edit its parameters (input "
     "paths are relative to the project). Jobs run one at a time in the background, survive an app "
@@ -80,6 +99,35 @@ class LauncherActions:
 
     def params_text(self, job_type: str, preset: str | None) -> str:
         return preset_json(self.manager.job_type(job_type), preset)
+
+    def preset_picked(self, job_type: str, preset: str | None, current: str) -> str:
+        """A new preset keeps the values the user or a flow set (``prefill.switch_preset``)."""
+        return json.dumps(switch_preset(self.manager.job_type(job_type), current, preset), indent=1)
+
+    def react_customize_form(self, handoff: SubsetHandoff | None) -> tuple[Any, Any, str, str]:
+        """The form (job type, preset, parameters, status) prefilled from the explorer's last export."""
+        if handoff is None:
+            raise gr.Error("export the subset first; then it can be customized on", print_exception=False)
+        job_type = self.manager.job_type(REACT_JOB)
+        values = react_customize_values(handoff)
+        params = json.dumps(prefill.form_params(job_type, REACT_FLOW_PRESET, values), indent=1)
+        types = [(t.title, name) for name, t in self.manager.job_types.items()]
+        return (
+            gr.Dropdown(types, value=REACT_JOB),
+            gr.Dropdown(list(job_type.presets), value=REACT_FLOW_PRESET),
+            params,
+            prefill_note(handoff, values),
+        )
+
+    def reindex(self, job_id: str, token: str | None = None) -> str:
+        """Start an ``index-build`` job embedding a finished REACT job's pool with its customized CLIP."""
+        self._authorise(token)
+        try:
+            job = self.manager.registry.get(job_id)
+            values = reindex_values(job, self.manager.run_dir(job))
+            return self.manager.start(REINDEX_TYPE, values, job.executor).id
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc), print_exception=False) from exc
 
     def start(self, job_type: str, params: str, executor: str = "local", token: str | None = None) -> str:
         self._authorise(token)
@@ -140,7 +188,8 @@ class LauncherActions:
     # -- page views --------------------------------------------------------------------------------------------
 
     def refresh(self, selected: str | None) -> tuple[Any, ...]:
-        """Outputs: jobs table, job selector, loss curve, learning-rate curve, log tail, details."""
+        """Outputs: jobs table, job selector, loss curve, learning-rate curve, log tail, details, the REACT
+        before/after table, the re-index button."""
         jobs = self.manager.registry.jobs()
         rows = [table_row(job, progress(job, self.manager.metrics(job))) for job in reversed(jobs)]
         ids = [job.id for job in reversed(jobs)]
@@ -149,7 +198,8 @@ class LauncherActions:
         table = pd.DataFrame(rows, columns=TABLE_HEADERS)
         if selected is None:
             empty = pd.DataFrame({"step": [], "value": [], "series": []})
-            return table, gr.Dropdown(choices=ids, value=None), empty, empty, "", "No jobs yet."
+            return (table, gr.Dropdown(choices=ids, value=None), empty, empty, "", "No jobs yet.",
+                    *self._react_views(None))  # fmt: skip
         job = self.manager.registry.get(selected)
         metrics = self.manager.metrics(job)
         points = pd.DataFrame(curve_points(metrics), columns=["step", "value", "series"])
@@ -170,7 +220,21 @@ class LauncherActions:
             lr,
             self.manager.log_tail(job, 40),
             details,
+            *self._react_views(job),
         )
+
+    def _react_views(self, job: Any) -> tuple[Any, Any]:
+        """The zero-shot before/after table (a finished REACT job with a report) and the re-index button (a
+        finished react-customize job with its model); both hidden otherwise."""
+        run_dir = self.manager.run_dir(job) if job is not None else None
+        report = read_report(job, run_dir) if job is not None else None
+        table = (
+            gr.Dataframe(value=before_after_rows(report), visible=True)
+            if report is not None
+            else gr.Dataframe(visible=False)
+        )
+        can_reindex = job is not None and job.type == REACT_JOB and job.state == "succeeded"
+        return table, gr.Button(visible=bool(can_reindex and customized_model(run_dir)))
 
 
 def launcher_tab(settings: LauncherSettings) -> AppTab:
@@ -195,7 +259,32 @@ def launcher_tab(settings: LauncherSettings) -> AppTab:
     )
 
 
-def build_launcher_tab(actions: LauncherActions) -> None:
+@dataclass(frozen=True)
+class LauncherPorts:
+    """What the tab offers other tabs' flows: the form a flow may prefill (``react_customize_form``'s outputs,
+    in this order) and the actions."""
+
+    job_type: gr.Dropdown
+    preset: gr.Dropdown
+    params: gr.Code
+    status: gr.Markdown
+    fields: ParamsForm
+    actions: LauncherActions
+
+    @property
+    def form(self) -> list[Any]:
+        """Job type, preset, parameters JSON, status, then every type's field components (``fields.inputs``)."""
+        return [self.job_type, self.preset, self.params, self.status, *self.fields.inputs]
+
+    def react_customize_form(self, handoff: SubsetHandoff | None) -> list[Any]:
+        """``actions.react_customize_form`` plus the ``react-customize`` fields filled with the same values:
+        setting the job type from code shows its column (``ParamsForm.visibility``) but fills nothing."""
+        job_type, preset, params, status = self.actions.react_customize_form(handoff)
+        values = {k: v for k, v in json.loads(params).items() if k != "preset"}
+        return [job_type, preset, params, status, *self.fields.fill(REACT_JOB, values)]
+
+
+def build_launcher_tab(actions: LauncherActions) -> LauncherPorts:
     types = actions.manager.job_types
     first = "llava-stage2" if "llava-stage2" in types else next(iter(types))
     gr.Markdown(HELP)
@@ -228,6 +317,14 @@ def build_launcher_tab(actions: LauncherActions) -> None:
                 delete = gr.Button("Delete", variant="stop", elem_id="launcher-delete")
                 confirm = gr.Checkbox(label="yes, delete it and its folder", value=False)
             details = gr.Markdown(elem_id="launcher-details")
+            zeroshot = gr.Dataframe(
+                headers=ZEROSHOT_HEADERS,
+                interactive=False,
+                visible=False,
+                label="Zero-shot before / after (%, change in points)",
+                elem_id="launcher-zeroshot",
+            )
+            reindex = gr.Button("Re-index the pool with this CLIP", visible=False, elem_id="launcher-reindex")
             with gr.Row():
                 loss = gr.LinePlot(
                     x="step", y="value", label="Training loss", elem_id="launcher-loss", height=260
@@ -238,14 +335,16 @@ def build_launcher_tab(actions: LauncherActions) -> None:
             log = gr.Textbox(
                 label="Log (tail)", lines=12, max_lines=12, autoscroll=True, elem_id="launcher-log"
             )
-    views = [table, selected, loss, lr, log, details]
+    views = [table, selected, loss, lr, log, details, zeroshot, reindex]
     timer = gr.Timer(actions.settings.refresh_s)
     timer.tick(actions.refresh, [selected], views, show_progress="hidden", **private)
     selected.input(actions.refresh, [selected], views, **private)
     job_type.change(form.visibility, [job_type], form.columns, **private)
-    # By hand only (.input): a type or preset set by another event (Apply, a prefill) keeps the values it brings.
+    # By hand only (.input): a type or preset set by another event (Apply, a prefill) keeps the values it brings
+    # (a ``change`` cascade would overwrite a flow's prefilled values with the preset's). A preset picked by hand
+    # keeps the values the old preset (the JSON's ``preset``) did not set: the user's or a flow's edits.
     job_type.input(form.on_type, [job_type], [preset, params, *form.inputs], **private)
-    preset.input(form.on_preset, [job_type, preset], [params, *form.inputs], **private)
+    preset.input(form.on_preset, [job_type, preset, params, *form.inputs], [params, *form.inputs], **private)
     apply.click(form.on_apply, [job_type, params], [preset, status, *form.inputs], **private)
 
     def start_from_page(t: str, p: str | None, ex: str, tok: str | None, *values: Any) -> list[Any]:
@@ -264,12 +363,22 @@ def build_launcher_tab(actions: LauncherActions) -> None:
 
     start.click(start_from_page, [job_type, preset, executor, token, *form.inputs],
                 [status, selected, params, *form.inputs], **private)  # fmt: skip
+
+    def reindex_from_page(j: str, tok: str | None) -> tuple[str, Any]:
+        job_id = actions.reindex(j, tok)
+        ids = [job.id for job in reversed(actions.manager.registry.jobs())]
+        return f"Queued **{job_id}** ({REINDEX_TYPE} with the CLIP of {j}).", gr.Dropdown(
+            choices=ids, value=job_id
+        )
+
+    reindex.click(reindex_from_page, [selected, token], [status, selected], **private)
     cancel.click(lambda j, tok: f"{j}: {actions.cancel(j, tok)}", [selected, token], [status], **private)
     resume.click(lambda j, tok: f"{j}: {actions.resume(j, tok)}", [selected, token], [status], **private)
     delete.click(lambda j, c, tok: f"{j}: deleted ({actions.delete(j, c, tok)})", [selected, confirm, token], [status],
                  **private)  # fmt: skip
     with gr.Group(visible=False):  # components only the API uses
         _api_components(actions)
+    return LauncherPorts(job_type, preset, params, status, form, actions)
 
 
 def _api_components(actions: LauncherActions) -> None:

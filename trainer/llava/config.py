@@ -77,8 +77,9 @@ class StageConfig:
     """One training stage.
 
     Stage 1 trains the projector and ``image_newline`` on captions with the ``plain`` template; stage 2
-    trains projector, ``image_newline`` and the whole LLM on instructions. The vision tower is always frozen
-    (``requires_grad=False`` and eval mode). ``image_newline`` trains with the projector in both stages: it
+    trains projector, ``image_newline`` and the whole LLM on instructions. The vision tower is frozen
+    (``requires_grad=False`` and eval mode) unless ``tune_vision`` (stage 2 only) trains it too, at
+    ``vision_lr`` (LLaVA-NeXT's ``mm_vision_tower_lr``; None = the base rate). ``image_newline`` trains with the projector in both stages: it
     is the only learned piece of the AnyRes layout (a frozen random row separator carries no information),
     and it is created and stored with the multimodal glue, not with the LLM (docs/llava_trainer.md).
     """
@@ -95,6 +96,7 @@ class StageConfig:
     # LLaVA's --mm_projector_lr: a separate projector learning rate in stage 2 (None = the base rate).
     projector_lr: float | None = None
     tune_vision: bool = False
+    vision_lr: float | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -110,9 +112,13 @@ class StageConfig:
             )
         if self.stage == 2 and self.template == "plain":
             raise ConfigError("stage 2 is instruction tuning; the 'plain' template is for stage 1 only")
-        if self.tune_vision:
-            where = "stage 1 trains only the projector" if self.stage == 1 else "this trainer"
-            raise ConfigError(f"tune_vision=True contradicts {where}: the vision tower is always frozen")
+        if self.tune_vision and self.stage == 1:
+            raise ConfigError("tune_vision=True contradicts stage 1: stage 1 trains only the projector")
+        if self.vision_lr is not None:
+            if not self.tune_vision:
+                raise ConfigError("vision_lr is set but tune_vision is False: the vision tower is frozen")
+            if not self.vision_lr > 0:
+                raise ConfigError(f"vision_lr must be > 0 (or None), got {self.vision_lr}")
         if self.max_length < 16:
             raise ConfigError(f"max_length must be >= 16 tokens, got {self.max_length}")
         if self.micro_batch_size < 1:
@@ -131,6 +137,10 @@ class StageConfig:
     def projector_lr_scale(self) -> float:
         return 1.0 if self.projector_lr is None else self.projector_lr / self.runtime.learning_rate
 
+    @property
+    def vision_lr_scale(self) -> float:
+        return 1.0 if self.vision_lr is None else self.vision_lr / self.runtime.learning_rate
+
     def with_runtime(self, **changes: Any) -> StageConfig:
         return replace(self, runtime=replace(self.runtime, **changes))
 
@@ -144,6 +154,7 @@ class StageConfig:
             "group_by_length": self.group_by_length,
             "projector_lr": self.projector_lr,
             "tune_vision": self.tune_vision,
+            "vision_lr": self.vision_lr,
             "architecture": {
                 "projector": self.architecture.projector,
                 "anyres_grids": [list(g) for g in self.architecture.anyres_grids],

@@ -1,8 +1,9 @@
 """What trains in each stage, the per-stage training mode, and the loss of one micro-batch.
 
 Stage 1 (feature alignment): projector + ``image_newline``. Stage 2 (instruction tuning): projector +
-``image_newline`` + the whole language model (embeddings, blocks, norm, head). The vision tower never
-trains: ``requires_grad=False`` and eval mode (so dropout-style layers behave as at inference). With the
+``image_newline`` + the whole language model (embeddings, blocks, norm, head), and with ``tune_vision`` the
+vision tower at its own learning rate (LLaVA-NeXT's recipe). Otherwise the tower is frozen:
+``requires_grad=False`` and eval mode (so dropout-style layers behave as at inference). With the
 ``linear`` projector, linear_2 is a fixed identity (see ``assemble``) and stays frozen too.
 """
 
@@ -21,6 +22,7 @@ from trainer.runtime.schedule import ParamGroup
 
 PROJECTOR_GROUP = "projector"
 LANGUAGE_GROUP = "language_model"
+VISION_GROUP = "vision_tower"
 
 
 def unwrap(model: torch.nn.Module) -> LlavaNextForConditionalGeneration:
@@ -53,6 +55,9 @@ def configure_stage(model: LlavaNextForConditionalGeneration, cfg: StageConfig) 
     groups = [ParamGroup(PROJECTOR_GROUP, projector, cfg.projector_lr_scale)]
     if cfg.stage == 2:
         groups.append(ParamGroup(LANGUAGE_GROUP, tuple(language_parameters(model))))
+    if cfg.tune_vision:
+        tower = tuple(model.model.vision_tower.parameters())
+        groups.append(ParamGroup(VISION_GROUP, tower, cfg.vision_lr_scale))
     for group in groups:
         for param in group.params:
             param.requires_grad_(True)
@@ -60,9 +65,11 @@ def configure_stage(model: LlavaNextForConditionalGeneration, cfg: StageConfig) 
 
 
 def set_train_mode(model: torch.nn.Module) -> None:
-    """Train mode for everything except the frozen vision tower."""
+    """Train mode for everything except a frozen vision tower (one whose parameters do not train)."""
     model.train()
-    unwrap(model).model.vision_tower.eval()
+    tower = unwrap(model).model.vision_tower
+    if not any(p.requires_grad for p in tower.parameters()):
+        tower.eval()
 
 
 def compute_loss(model: torch.nn.Module, batch: dict[str, Any]) -> StepLoss:

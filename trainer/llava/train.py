@@ -88,6 +88,16 @@ def build_arg_parser() -> argparse.ArgumentParser:
         type=float,
         help="override: stage-2 projector learning rate (LLaVA's mm_projector_lr)",
     )
+    parser.add_argument(
+        "--tune-vision",
+        action="store_true",
+        help="stage 2: train the vision tower too (LLaVA-NeXT's recipe), at --vision-lr",
+    )
+    parser.add_argument(
+        "--vision-lr",
+        type=float,
+        help="with --tune-vision: the tower's learning rate (LLaVA-NeXT's mm_vision_tower_lr; default: the base rate)",
+    )
     parser.add_argument("--micro-batch-size", type=int, help="override the preset's samples per micro-batch")
     parser.add_argument(
         "--max-length", type=int, help="override: drop samples longer than this many tokens (images expanded)"
@@ -128,6 +138,8 @@ def stage_config_from_args(args: argparse.Namespace) -> StageConfig:
         cfg = replace(cfg, architecture=replace(cfg.architecture, anyres_grids=args.anyres_grids))
     stage_overrides: dict[str, Any] = {
         "projector_lr": getattr(args, "projector_lr", None),
+        "tune_vision": True if getattr(args, "tune_vision", False) else None,
+        "vision_lr": getattr(args, "vision_lr", None),
         "micro_batch_size": getattr(args, "micro_batch_size", None),
         "max_length": getattr(args, "max_length", None),
     }

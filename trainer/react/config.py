@@ -98,6 +98,10 @@ class ReactTrainConfig:
     grad_checkpointing: bool = False
     # Pairs whose text features have cosine >= gamma are positives of each other (0.9: REACT; 1.0: UniCL).
     gamma: float = 0.9
+    # Decode (and, with augmentation off, transform) the whole subset once before training when it fits this
+    # many MiB per process; 0: decode every batch (data/PairDataset.preload). 2 GiB holds ~40k SynthWorld
+    # pairs at 64 px (48 KiB as float32 tensors) or ~3.5k at 224 px; the paper's millions stream from disk.
+    preload_max_mb: int = 2048
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -122,6 +126,8 @@ class ReactTrainConfig:
             )
         if not 0 < self.gamma <= 1:
             raise ReactConfigError(f"gamma must be in (0, 1], got {self.gamma}")
+        if isinstance(self.preload_max_mb, bool) or self.preload_max_mb < 0:
+            raise ReactConfigError(f"preload_max_mb must be >= 0, got {self.preload_max_mb!r}")
 
     def with_runtime(self, **overrides: Any) -> ReactTrainConfig:
         return replace(self, runtime=replace(self.runtime, **overrides))

@@ -3,7 +3,9 @@
 Runs single-process, or distributed with ``accelerate launch [--cpu] --num_processes N -m trainer.react train
 ...``. Writes to ``--out``: ``run_config.json`` (config, sources, subset report, parameter counts),
 ``metrics.jsonl``, ``checkpoints/step-*`` and, when the run finishes, ``final/`` (the customized model as an
-open_clip directory with ``react_cfg``; ``react_explorer`` loads it). ``--resume`` continues from the newest
+open_clip directory with ``react_cfg``; ``react_explorer`` loads it) and, with ``--eval-task``, ``zeroshot.json``
+(zero-shot top-1/top-5 of the base and the customized model on those tasks, optionally only on
+``--eval-classes``: the launcher's before/after table). ``--resume`` continues from the newest
 checkpoint with the same data order; SIGTERM checkpoints and exits with status 143; bad input exits with
 status 2 and a message naming the problem.
 """
@@ -29,9 +31,12 @@ from react_explorer.customized.gated_blocks import (
     vision_blocks,
 )
 from react_explorer.customized.model_dir import ClipBundle, load_base, save_model_dir
+from trainer.foundation.zeroshot import TaskDataError
 from trainer.react.config import PRESETS, STRATEGIES, ReactConfigError, ReactTrainConfig, react_preset
 from trainer.react.data import (
+    Pair,
     PairDataset,
+    PreloadReport,
     SubsetError,
     SubsetReport,
     build_train_transform,
@@ -47,6 +52,12 @@ from trainer.react.strategies import (
     train_mode_for,
     unwrap,
 )
+from trainer.react.zeroshot_eval import (
+    before_after_report,
+    before_after_table,
+    check_tasks,
+    parse_class_list,
+)
 from trainer.runtime.checkpoint import CheckpointError
 from trainer.runtime.data_order import DataOrderError
 from trainer.runtime.loop import (
@@ -61,6 +72,7 @@ from vision_common.atomic import atomic_write_json
 
 FINAL_DIR = "final"
 RUN_CONFIG_NAME = "run_config.json"
+ZEROSHOT_REPORT = "zeroshot.json"
 EXIT_STOPPED_BY_SIGNAL = 143
 EXIT_BAD_INPUT = 2
 # The fork clamps logit_scale to [0, ln 100] after every update (training/train.py).
@@ -98,6 +110,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, help="checkpoint every N updates (0: end only)")
     parser.add_argument("--num-workers", type=int, help="DataLoader decode processes")
     parser.add_argument("--no-augment", action="store_true", help="use the evaluation transform")
+    parser.add_argument("--preload-max-mb", type=int,
+                        help="decode the subset once up front when it fits this many MiB (0: per batch)")  # fmt: skip
     parser.add_argument(
         "--skip-missing-images", action="store_true", help="drop (and count) pairs without image"
     )
@@ -106,6 +120,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--stop-after-steps", type=int, help="stop with a checkpoint after N updates (preemption)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    parser.add_argument("--eval-task", action="append", default=[], type=Path,
+                        help="after training, score base and result zero-shot on this task (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--eval-classes", default="", help="comma-separated: score only these classes of the eval tasks"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ReactTrainConfig:
@@ -122,6 +141,7 @@ def config_from_args(args: argparse.Namespace) -> ReactTrainConfig:
         "micro_batch_size": args.micro_batch_size,
         "grad_checkpointing": True if args.grad_checkpointing else None,
         "augment": replace(cfg.augment, enabled=False) if args.no_augment else None,
+        "preload_max_mb": args.preload_max_mb,
     }
     runtime = {
         "learning_rate": args.learning_rate,
@@ -169,6 +189,18 @@ def image_geometry(bundle: ClipBundle) -> tuple[int, tuple[float, ...], tuple[fl
     size = size[0] if isinstance(size, (tuple, list)) else int(size)
     pre = {**(getattr(bundle.model.visual, "preprocess_cfg", {}) or {}), **bundle.preprocess_cfg}
     return size, tuple(pre["mean"]), tuple(pre["std"])
+
+
+def build_dataset(
+    pairs: Sequence[Pair], bundle: ClipBundle, cfg: ReactTrainConfig
+) -> tuple[PairDataset, PreloadReport]:
+    """The run's dataset: captions tokenised once, images decoded once up front when they fit the budget."""
+    size, mean, std = image_geometry(bundle)
+    augment = cfg.augment.enabled
+    transform = build_train_transform(cfg.augment, size, mean, std) if augment else bundle.preprocess
+    dataset = PairDataset(pairs, tokenize_all(bundle.tokenizer, [p.caption for p in pairs]), transform)
+    report = dataset.preload(cfg.preload_max_mb * 2**20, deterministic=not augment)
+    return dataset, report
 
 
 def clamp_logit_scale(model: nn.Module) -> None:
@@ -239,11 +271,7 @@ def customize(
             f"micro_batch_size = {cfg.micro_batch_size} is larger than the subset ({len(pairs)} pairs)"
         )
     bundle = prepare_model(load_base(base, checkpoint), cfg)
-    size, mean, std = image_geometry(bundle)
-    transform = (
-        build_train_transform(cfg.augment, size, mean, std) if cfg.augment.enabled else bundle.preprocess
-    )
-    dataset = PairDataset(pairs, tokenize_all(bundle.tokenizer, [p.caption for p in pairs]), transform)
+    dataset, preload = build_dataset(pairs, bundle, cfg)
     accelerator = make_accelerator(cfg.runtime)
     counts = parameter_counts(bundle.model)
     description = {"preset": cfg.preset, "strategy": cfg.strategy, "base": base, "checkpoint": checkpoint,
@@ -253,12 +281,15 @@ def customize(
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / RUN_CONFIG_NAME, {
             **description, "config": cfg.to_dict(), "subset_report": report.to_dict(), "parameters": counts,
+            "preload": preload.to_dict(),
             "react_cfg": bundle.react.to_dict() if bundle.react else None, "world_size": accelerator.num_processes,
         })  # fmt: skip
         print(
             f"{cfg.strategy}: {counts['trainable']:,} of {counts['total']:,} parameters train (gated blocks "
             f"{counts['gated']:,}, image tower {counts['image']:,}, text tower {counts['text']:,}); "
-            f"subset {report.pairs} pairs ({report.skipped_missing_images} skipped for missing images)",
+            f"subset {report.pairs} pairs ({report.skipped_missing_images} skipped for missing images); "
+            f"preload {preload.kind}: {preload.images} images, {preload.bytes / 2**20:.1f} MiB, "
+            f"{preload.seconds:.1f} s",
             file=sys.stderr,
         )
     result = run_training(
@@ -281,17 +312,26 @@ def customize(
 
 
 def run_train(args: argparse.Namespace) -> int:
+    classes = parse_class_list(args.eval_classes)
     try:
         cfg = config_from_args(args)
+        check_tasks(args.eval_task, classes)  # a bad task or class fails now, not after the training run
         result = customize(
             args.subset, args.base, args.out, cfg, checkpoint=args.checkpoint,
             skip_missing_images=args.skip_missing_images, resume=args.resume,
             stop_after_steps=args.stop_after_steps, progress=not args.no_progress,
         )  # fmt: skip
-    except BAD_INPUT as exc:
+    except (*BAD_INPUT, TaskDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     run = result.run
+    if result.final_dir is not None and args.eval_task:
+        report = before_after_report(
+            str(result.final_dir), args.base, args.eval_task, baseline_checkpoint=args.checkpoint,
+            classes=classes, progress=False,
+        )  # fmt: skip
+        atomic_write_json(args.out / ZEROSHOT_REPORT, report)
+        print(before_after_table(report["before"], report["after"]), file=sys.stderr)
     state = "finished" if run.finished else f"stopped ({run.stop_reason})"
     if result.final_dir is not None or not run.finished:
         print(f"{state} at step {run.step}/{run.total_steps}; checkpoint {run.checkpoint}; "

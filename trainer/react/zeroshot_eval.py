@@ -5,7 +5,8 @@ images per class, the folder name is the class name; an optional ``classes.txt``
 folder order). The classifier is open_clip's ``build_zero_shot_classifier`` over class names x templates:
 the explorer's template sets (``openai``, ``simple``, ``synthworld``, a file) or ``auto`` (a SynthWorld task's
 own ensemble from ``trainer.foundation.zeroshot``, ``openai`` for an ImageFolder). Top-1 and top-5 per task,
-as a JSON report (``--out``) and a table.
+as a JSON report (``--out``) and a table. ``--classes a,b,c`` scores only those classes of each task (the class
+names a REACT subset was retrieved for): the classifier holds just them and only their images are scored.
 """
 
 from __future__ import annotations
@@ -73,6 +74,33 @@ def read_any_task(path: str | os.PathLike[str]) -> tuple[ZeroShotTask, bool]:
     return ZeroShotTask(root.name, tuple(names), tuple(paths), tuple(labels)), False
 
 
+def parse_class_list(text: str | None) -> tuple[str, ...]:
+    """``"a, b,c"`` -> ("a", "b", "c"): comma-separated, trimmed, first of duplicates kept; empty -> ()."""
+    names = (name.strip() for name in (text or "").split(","))
+    return tuple(dict.fromkeys(name for name in names if name))
+
+
+def restrict_task(task: ZeroShotTask, class_names: Sequence[str]) -> ZeroShotTask:
+    """Only the images of ``class_names``, relabelled 0..n-1 in that order: zero-shot among the classes a
+    customization targeted. A name the task does not have is an error naming it (a typo would else silently
+    score fewer classes)."""
+    wanted = list(dict.fromkeys(class_names))
+    missing = [name for name in wanted if name not in task.classnames]
+    if missing:
+        raise TaskDataError(
+            f"task {task.name} has no class {missing[0]!r} (its classes: {', '.join(task.classnames)})"
+        )
+    if len(wanted) < 2:
+        raise TaskDataError(f"task {task.name}: zero-shot needs at least 2 classes, got {wanted}")
+    new_label = {task.classnames.index(name): label for label, name in enumerate(wanted)}
+    kept = [(path, new_label[old]) for path, old in zip(task.image_paths, task.labels) if old in new_label]
+    if not kept:
+        raise TaskDataError(f"task {task.name} has no test image of the classes {wanted}")
+    return ZeroShotTask(
+        task.name, tuple(wanted), tuple(p for p, _ in kept), tuple(label for _, label in kept)
+    )
+
+
 def task_templates(
     spec: str, task: ZeroShotTask, synthworld: bool
 ) -> tuple[Sequence[Callable[[str], str]], str]:
@@ -86,12 +114,15 @@ def task_templates(
 
 def evaluate_bundle(
     bundle: ClipBundle, tasks: Sequence[str | os.PathLike[str]], *, templates: str = AUTO_TEMPLATES,
-    batch_size: int = 256, progress: bool = False,
+    batch_size: int = 256, progress: bool = False, classes: Sequence[str] = (),
 ) -> dict[str, TaskScore]:  # fmt: skip
-    """Zero-shot top-1/top-5 of a loaded model on each task (keyed by the task folder's name)."""
+    """Zero-shot top-1/top-5 of a loaded model on each task (keyed by the task folder's name); with
+    ``classes``, on those classes of each task only (``restrict_task``)."""
     scores = {}
     for path in tasks:
         task, synthworld = read_any_task(path)
+        if classes:
+            task = restrict_task(task, classes)
         chosen, name = task_templates(templates, task, synthworld)
         result = evaluate_task(
             bundle.model, bundle.preprocess, bundle.tokenizer, task, templates=chosen, batch_size=batch_size,
@@ -108,6 +139,30 @@ def evaluate_model(
 ) -> dict[str, TaskScore]:
     """The function the launcher calls: a model directory (or name + checkpoint) on the given tasks."""
     return evaluate_bundle(load_base(model, checkpoint), tasks, **kwargs)
+
+
+def check_tasks(tasks: Sequence[str | os.PathLike[str]], classes: Sequence[str] = ()) -> None:
+    """Read every task (and restrict it) without a model: bad input is found before a training run, not after."""
+    for path in tasks:
+        task, _ = read_any_task(path)
+        if classes:
+            restrict_task(task, classes)
+
+
+def before_after_report(
+    model: str, baseline: str, tasks: Sequence[str | os.PathLike[str]], *, checkpoint: str | None = None,
+    baseline_checkpoint: str | None = None, classes: Sequence[str] = (), **kwargs: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """The JSON report of a before/after evaluation: ``{"model", "baseline", "before", "after"}`` (and
+    ``classes`` when restricted); the launcher shows it as the before/after table."""
+    after = scores_json(evaluate_model(model, tasks, checkpoint=checkpoint, classes=classes, **kwargs))
+    before = scores_json(
+        evaluate_model(baseline, tasks, checkpoint=baseline_checkpoint, classes=classes, **kwargs)
+    )
+    report: dict[str, Any] = {"model": model, "baseline": baseline, "before": before, "after": after}
+    if classes:
+        report["classes"] = list(classes)
+    return report
 
 
 def scores_json(scores: dict[str, TaskScore]) -> dict[str, dict[str, Any]]:
@@ -141,30 +196,37 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--templates", default=AUTO_TEMPLATES,
                         help="auto, openai, simple, synthworld, or a template file")  # fmt: skip
     parser.add_argument("--baseline", help="also evaluate this model and print a before/after table")
+    parser.add_argument(
+        "--classes", default="", help="comma-separated class names: score only these classes of each task"
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--out", type=Path, help="write the JSON report here")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    classes = parse_class_list(args.classes)
+    kwargs = {"templates": args.templates, "batch_size": args.batch_size, "progress": not args.json,
+              "classes": classes}  # fmt: skip
     try:
-        kwargs = {"templates": args.templates, "batch_size": args.batch_size, "progress": not args.json}
-        after = scores_json(evaluate_model(args.model, args.task, checkpoint=args.checkpoint, **kwargs))
-        before = scores_json(evaluate_model(args.baseline, args.task, **kwargs)) if args.baseline else None
+        if args.baseline:
+            report = before_after_report(
+                args.model, args.baseline, args.task, checkpoint=args.checkpoint, **kwargs
+            )
+        else:
+            after = scores_json(evaluate_model(args.model, args.task, checkpoint=args.checkpoint, **kwargs))
+            report = {"model": args.model, "tasks": after, **({"classes": list(classes)} if classes else {})}
     except (TaskDataError, ReactModelError, QueryError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    report: dict[str, Any] = {"model": args.model, "tasks": after}
-    if before is not None:
-        report = {"model": args.model, "baseline": args.baseline, "before": before, "after": after}
     if args.out is not None:
         atomic_write_json(args.out, report)
     if args.json:
         print(json.dumps(report, indent=1))
-    elif before is not None:
-        print(before_after_table(before, after))
+    elif args.baseline:
+        print(before_after_table(report["before"], report["after"]))
     else:
-        for name, score in after.items():
+        for name, score in report["tasks"].items():
             top5 = "-" if score["top5"] is None else f"{100 * score['top5']:.1f}"
             print(f"{name}: top-1 {100 * score['top1']:.1f}, top-5 {top5} ({score['num_images']} images)")
     return 0

@@ -56,9 +56,7 @@ class LlavaRecipeConfig:
 
     def __post_init__(self) -> None:
         if self.world_preset not in ("tiny", "default", "simple"):
-            raise ValueError(
-                f"world_preset must be 'tiny', 'default' or 'simple', got {self.world_preset!r}"
-            )
+            raise ValueError(f"world_preset must be 'tiny', 'default' or 'simple', got {self.world_preset!r}")
         if self.eval_limit < 1:
             raise ValueError("eval_limit must be >= 1")
 

@@ -82,8 +82,10 @@ class WorldConfig:
             raise ValueError(
                 "large_scene_size must start above scene_size: LARGE scenes are the high-res ones"
             )
-        if len(self.regular_size_weights) != 3 or min(self.regular_size_weights) < 0 or not any(
-            self.regular_size_weights
+        if (
+            len(self.regular_size_weights) != 3
+            or min(self.regular_size_weights) < 0
+            or not any(self.regular_size_weights)
         ):
             raise ValueError("regular_size_weights: need three non-negative weights, not all zero")
         if self.scene_objects[1] > 8 or self.large_scene_shapes[1] + self.large_scene_signs[1] > 10:

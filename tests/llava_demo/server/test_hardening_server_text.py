@@ -1,6 +1,8 @@
 """Issue 19, defect 2: the cost of refusing oversized text does not grow with it. A request over the character
 bounds is answered 400 ``context_length_exceeded`` before the backend (which tokenizes) ever sees it, fast, and
-``/health`` keeps answering meanwhile. The proportional case here is 5 MB; bench/server_text_bound.py runs 50 MB.
+``/health`` keeps answering meanwhile. The proportional case here is 5 MB, in process; the 50 MB acceptance
+case, with the server and the ``/health`` poller in processes of their own, is test_hardening_body.py, and
+bench/server_text_bound.py reports it.
 """
 
 from __future__ import annotations
@@ -74,7 +76,9 @@ def test_a_5mb_prompt_is_refused_fast_before_the_backend_and_health_stays_fast(m
             poller.join()
     assert backend.calls[-1:] and len(backend.calls) == 1  # only the small request reached the backend
     assert ok.status_code == 200
-    assert max(timings) < 1.0, timings  # the whole 5 MB upload, read and refused
+    # The whole 5 MB upload, read and refused: 12-190 ms measured at load average 7 on 2 cores (the body is
+    # never joined or parsed now); 1.0 s before.
+    assert max(timings) < 0.5, timings
     during = [seconds for start, seconds in latencies if window_start <= start <= window_end]
     assert len(during) >= 3 and max(during) < 0.1, during  # while the 5 MB requests were being refused
 

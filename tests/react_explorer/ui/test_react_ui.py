@@ -227,6 +227,26 @@ def test_index_discovery_and_the_missing_world(tmp_path):
         services.index_dir(str(tmp_path))  # a page cannot open arbitrary folders
 
 
+def test_the_launchers_index_build_jobs_are_listed_by_job_id(tmp_path):
+    ws = tmp_path / "ws"
+    cfg = ExplorerConfig.tiny(tmp_path, job_workspace=ws)
+    fake_index(
+        ws / "jobs" / "j2-index-build" / "run" / "index", 600, 128, pool=str(tmp_path / "pool" / "p.parquet")
+    )
+    fake_index(ws / "jobs" / "j1-index-build" / "run" / "index", 24, 32)
+    (ws / "jobs" / "j3-index-build" / "run" / "index").mkdir(parents=True)  # still building: no manifest yet
+    fake_index(cfg.runs_root / "a", 5, 8)
+    choices = index_choices(cfg)
+    assert [c.label for c in choices[1:]] == [
+        "a (5 pairs, 8-d)",
+        "job j1-index-build (24 pairs, 32-d)",
+        "job j2-index-build (600 pairs, 128-d)",
+    ]
+    assert choices[3].directory == ws / "jobs" / "j2-index-build" / "run" / "index"
+    assert str(tmp_path / "pool") in pool_folders(cfg)  # its pool's images can be shown
+    assert [c.label for c in index_choices(ExplorerConfig.tiny(tmp_path))[1:]] == ["a (5 pairs, 8-d)"]
+
+
 def test_the_embedded_cache_folder_is_keyed_by_the_clip_weights(tmp_path):
     clip = tmp_path / "clip"
     clip.mkdir()

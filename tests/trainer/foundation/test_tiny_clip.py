@@ -32,12 +32,12 @@ from trainer.foundation.clip_schedule import lr_at, param_groups, retrieval_reca
 from trainer.foundation.clip_train import ClipTrainConfig, train_clip
 from trainer.foundation.tokenizer import save_tokenizer, train_tokenizer
 from trainer.foundation.zeroshot import evaluate_task, read_task
+from vision_common.open_clip_dir import OpenClipDirError, load_open_clip_dir
 from vision_common.tiny_clip import (
     OPEN_CLIP_CONFIG_NAME,
     TinyClipConfig,
     TinyClipLoadError,
     create_tiny_clip,
-    load_open_clip_dir,
     register_tiny_clip,
     save_open_clip_dir,
 )
@@ -186,10 +186,10 @@ def test_save_load_roundtrip_is_exact_and_relocatable(tokenizer_dir: Path, tmp_p
 
 
 def test_load_errors_name_the_problem(tmp_path: Path) -> None:
-    with pytest.raises(TinyClipLoadError, match="open_clip_config.json not found"):
+    with pytest.raises(OpenClipDirError, match="open_clip_config.json not found"):
         load_open_clip_dir(tmp_path)
     (tmp_path / OPEN_CLIP_CONFIG_NAME).write_text('{"model_cfg": {"embed_dim": 8}}')
-    with pytest.raises(TinyClipLoadError, match="embed_dim, vision_cfg and text_cfg"):
+    with pytest.raises(OpenClipDirError, match="embed_dim, vision_cfg and text_cfg"):
         load_open_clip_dir(tmp_path)
     with pytest.raises(TinyClipLoadError, match="no tokenizer.json"):
         register_tiny_clip(TinyClipConfig.tiny(), tmp_path / "missing")

@@ -215,3 +215,16 @@ def test_react_job_types_run_the_react_cli_with_validated_parameters(tmp_path):
         customize.params_from({"subset": "subset.parquet", "base": "clip", "strategy": "lora"}, tmp_path)
     with pytest.raises(JobParamsError, match="react-eval.model is required"):
         evaluate.params_from({"baseline": "clip", "task": "clip"}, tmp_path)
+    # Class names alone score nothing: they restrict the eval task's classes, so they go with it.
+    classes_only = customize.params_from(
+        {"subset": "subset.parquet", "base": "clip", "classes": "a, b"}, tmp_path
+    )
+    assert "--eval-task" not in customize.argv(classes_only, tmp_path / "run")
+    assert "--eval-classes" not in customize.argv(classes_only, tmp_path / "run")
+    with pytest.raises(JobParamsError, match="react-customize.eval_task: missing does not exist"):
+        customize.params_from({"subset": "subset.parquet", "base": "clip", "eval_task": "missing"}, tmp_path)
+    scored = evaluate.params_from(
+        {"model": "clip", "baseline": "clip", "task": "clip", "classes": "a,b"}, tmp_path
+    )
+    argv = evaluate.argv(scored, tmp_path / "run")
+    assert argv[argv.index("--classes") + 1] == "a,b"

@@ -159,6 +159,6 @@ def test_kill_9_of_a_job_fails_it_and_the_tab_shows_its_exit_code_and_log_tail(t
     (shown,) = actions.jobs()  # what /launcher_jobs returns
     assert (shown["state"], shown["exit_code"]) == ("failed", -9)
     assert "fake job from step 0" in shown["error"] and "log tail" in shown["error"]
-    _table, _selector, _loss, _lr, log, details = actions.refresh(job.id)
+    _table, _selector, _loss, _lr, log, details, *_react_views = actions.refresh(job.id)
     assert "**failed**" in details and "exit code -9" in details and "fake job from step 0" in details
     assert log.startswith("fake job from step 0")

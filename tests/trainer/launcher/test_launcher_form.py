@@ -4,6 +4,7 @@ Gradio form built from the specs (components per kind, one visible column, error
 
 from __future__ import annotations
 
+import json
 import typing
 from pathlib import Path
 
@@ -173,7 +174,7 @@ def test_the_form_has_one_component_per_field_chosen_by_its_kind():
     # Filling and errors touch only the named type's components, in the order of ``inputs``; an error takes
     # the place of the field's help line, and the help comes back with the next fill.
     fill = form.fill("fake", {"steps": 9})
-    assert len(fill) == len(form.inputs) == 4 + 10 + 6
+    assert len(fill) == len(form.inputs) == 4 + 10 + 9
     assert fill[0] == {"__type__": "update", "value": 9, "info": "(0 to 1e9)"}
     assert fill[1] == {"__type__": "update", "info": "(0 to 1e9)"} and all(u == gr.skip() for u in fill[4:])
     shown = form.show_errors("llava-stage2", {"data": "llava-stage2.data is required"})
@@ -245,3 +246,28 @@ def test_the_json_editor_fills_the_form(page):
         gr.Error, match="cannot fill the form: llava-stage2: parameters must be a JSON object"
     ):
         apply.fn("llava-stage2", "[1]")
+
+
+def test_a_preset_picked_by_hand_keeps_the_values_the_old_preset_did_not_set(page):
+    handlers, _ = page
+    on_preset = handlers["on_preset"]
+    ids = [c.elem_id for c in on_preset.inputs[3:]]
+    values = [c.value for c in on_preset.inputs[3:]]
+    field = "launcher-field-react-customize-{}".format
+    values[ids.index(field("subset"))] = "runs/s.parquet"  # a prefill's (or the user's) value
+    values[ids.index(field("config"))] = "synthworld"  # what the synthworld preset sets
+    text, *updates = on_preset.fn("react-customize", "tiny", '{"preset": "synthworld"}', *values)
+    filled = {c.elem_id: u["value"] for c, u in zip(on_preset.outputs[1:], updates) if "value" in u}
+    assert filled[field("subset")] == "runs/s.parquet" and filled[field("config")] == "tiny"
+    assert filled[field("max_steps")] == "4" and json.loads(text)["subset"] == "runs/s.parquet"
+    # An edit the old preset did not make survives the switch back; the tiny preset's own values do not.
+    values[ids.index(field("config"))], values[ids.index(field("max_steps"))] = "tiny", "4"
+    values[ids.index(field("gamma"))] = 0.5
+    text, *updates = on_preset.fn("react-customize", "synthworld", '{"preset": "tiny"}', *values)
+    filled = {c.elem_id: u["value"] for c, u in zip(on_preset.outputs[1:], updates) if "value" in u}
+    assert (filled[field("config")], filled[field("max_steps")], filled[field("gamma")]) == (
+        "synthworld",
+        "",
+        0.5,
+    )
+    assert filled[field("subset")] == "runs/s.parquet" and json.loads(text)["preset"] == "synthworld"

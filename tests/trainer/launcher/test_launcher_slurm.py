@@ -166,7 +166,7 @@ def test_the_tabs_data_and_api_show_a_slurm_job_and_its_curve(tmp_path):
     (row,) = actions.jobs()
     assert row["executor"] == "slurm" and row["cluster_id"] == mgr.registry.get(job_id).cluster_id
     assert row["state"] == "running" and row["loss"] == 1.0 / row["step"]
-    _, _, loss, lr, _, details = actions.refresh(job_id)
+    _, _, loss, lr, _, details, *_react_views = actions.refresh(job_id)
     assert len(loss) >= 2 and list(loss.value[:2]) == [1.0, 0.5] and set(lr.value) == {0.1}
     assert row["cluster_state"] == f"Slurm job {row['cluster_id']}: RUNNING"
     assert f"slurm (Slurm job {row['cluster_id']}: RUNNING)" in details

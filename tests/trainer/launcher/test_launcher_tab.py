@@ -104,8 +104,9 @@ def test_api_starts_watches_cancels_and_resumes_jobs(served):
     job_id = client.predict("fake", '{"preset": "tiny"}', "local", "tok", api_name="/launcher_start")
     job = wait_for_state(client, job_id, ("succeeded",))
     assert (job["step"], job["loss"]) == (2, 0.5)
-    table, _selector, loss, lr, _log, details = served.actions.refresh(job_id)
+    table, _selector, loss, lr, _log, details, zeroshot, reindex = served.actions.refresh(job_id)
     assert job_id in list(table["id"]) and "succeeded" in details
+    assert zeroshot.visible is False and reindex.visible is False  # REACT jobs only
     assert list(loss["value"]) == [1.0, 0.5] and list(lr["value"]) == [0.1, 0.1]
     long_id = client.predict(
         "fake", '{"steps": 400, "sleep": 0.05}', "local", "tok", api_name="/launcher_start"

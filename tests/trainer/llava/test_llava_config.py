@@ -38,7 +38,8 @@ def base(**changes) -> StageConfig:
     [
         ({"stage": 1}, "stage 1 aligns features.*'plain' template"),
         ({"template": "plain"}, "plain' template is for stage 1 only"),
-        ({"tune_vision": True}, "tune_vision=True contradicts"),
+        ({"vision_lr": 1e-4}, "vision_lr is set but tune_vision is False"),
+        ({"tune_vision": True, "vision_lr": -1.0}, "vision_lr must be > 0"),
         ({"stage": 1, "template": "plain", "tune_vision": True}, "stage 1 trains only the projector"),
         ({"stage": 3}, "stage must be 1 or 2"),
         ({"template": "nope"}, "template: unknown template 'nope'"),

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import PIL.Image
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, CLIPVisionModel
 
@@ -94,9 +97,9 @@ def snapshot(model):
     return {name: p.detach().clone() for name, p in model.named_parameters()}
 
 
-def one_update(tiny_llava_parts, tmp_path, stage):
+def one_update(tiny_llava_parts, tmp_path, stage, **stage_changes):
     parts = assemble(tiny_llava_parts)
-    cfg = stage_preset("tiny", stage).with_runtime(max_steps=1, checkpoint_every=0)
+    cfg = replace(stage_preset("tiny", stage), **stage_changes).with_runtime(max_steps=1, checkpoint_every=0)
     records = stage1_records(1) if stage == 1 else stage2_records(1)
     dataset, _ = load_dataset(
         write_json(tmp_path / "data.json", records),
@@ -120,7 +123,8 @@ def one_update(tiny_llava_parts, tmp_path, stage):
     job.compute_loss = spying_loss
     result = run_training(job, cfg.runtime, tmp_path / "run", progress=False)
     assert result.finished and result.step == 1
-    assert modes and all(m == (False, True) for m in modes)  # tower in eval mode, LM in train mode
+    tower_trains = bool(stage_changes.get("tune_vision"))
+    assert modes and all(m == (tower_trains, True) for m in modes)  # a frozen tower stays in eval mode
     after = snapshot(parts.model)
     return {name: not torch.equal(before[name], after[name]) for name in before}
 
@@ -141,6 +145,18 @@ def test_stage2_update_changes_projector_and_llm_not_vision(tiny_llava_parts, tm
     assert vision and not any(changed[n] for n in vision)
     assert all(changed[n] for n in projector)
     assert language and all(changed[n] for n in language)  # every block, the norm and the (tied) embeddings
+
+
+def test_tune_vision_trains_the_tower_in_stage_2_at_its_own_learning_rate(tiny_llava_parts, tmp_path):
+    changed = one_update(tiny_llava_parts, tmp_path, stage=2, tune_vision=True, vision_lr=1e-4)
+    vision = [n for n in changed if n.startswith("model.vision_tower.")]
+    # Every tower weight that reaches the selected feature layer moves; the layers after it get no gradient.
+    assert sum(changed[n] for n in vision) > len(vision) // 2
+    parts = assemble(tiny_llava_parts)
+    cfg = replace(stage_preset("tiny", 2), tune_vision=True, vision_lr=1e-4)
+    groups = {g.name: g for g in configure_stage(parts.model, cfg)}
+    assert groups["vision_tower"].lr_scale == pytest.approx(1e-4 / cfg.runtime.learning_rate)
+    assert all(p.requires_grad for p in parts.model.model.vision_tower.parameters())
 
 
 def test_a_tokenizer_without_image_token_gets_one_and_the_lm_grows(tmp_path, tiny_llava_parts):

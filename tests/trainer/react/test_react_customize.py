@@ -95,6 +95,22 @@ def test_cli_run_exports_a_model_whose_frozen_towers_are_the_base(setup, tmp_pat
     assert any(not torch.equal(p, torch.zeros(())) for n, p in tuned.model.named_parameters() if "alpha" in n)
 
 
+def test_preloaded_subset_trains_exactly_as_decoding_per_batch(setup, tmp_path):
+    clip_dir, pool = setup
+    common = ["--subset", str(pool), "--base", str(clip_dir)]
+    assert run_cli(*common, "--out", str(tmp_path / "preloaded")) == 0
+    assert run_cli(*common, "--out", str(tmp_path / "per-batch"), "--preload-max-mb", "0") == 0
+    preloaded = json.loads((tmp_path / "preloaded" / "run_config.json").read_text())["preload"]
+    per_batch = json.loads((tmp_path / "per-batch" / "run_config.json").read_text())["preload"]
+    assert (preloaded["kind"], preloaded["images"]) == ("transformed", 24)
+    assert (per_batch["kind"], per_batch["images"]) == ("skipped", 0)
+    losses = [
+        [m["loss"] for m in read_metrics(tmp_path / run / "metrics.jsonl")]
+        for run in ("preloaded", "per-batch")
+    ]
+    assert losses[0] == losses[1] and len(losses[0]) == 3
+
+
 def test_resume_continues_with_the_same_data_order(setup, tmp_path):
     clip_dir, pool = setup
     common = ["--subset", str(pool), "--base", str(clip_dir), "--max-steps", "5"]

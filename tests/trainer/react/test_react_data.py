@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import tarfile
 
+import numpy as np
 import pytest
 import torch
 
@@ -63,3 +64,47 @@ def test_batch_plan_is_seeded_full_and_splits_across_processes():
     # Two processes with batch 2 see, per update, the batch one process with batch 4 sees.
     halves = shuffled_batches(10, 2, seed=0, epoch=0)
     assert [halves[0] + halves[1], halves[2] + halves[3]] == plan
+
+
+def files_subset(tmp_path, count: int):
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for i in range(count):
+        toy_image(i).save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text(f"pair {i}")
+    pairs, _ = read_subset([folder])
+    return folder, pairs
+
+
+def to_tensor(image):
+    return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1) / 255
+
+
+def test_preload_decodes_once_and_serves_the_same_tensors(tmp_path):
+    folder, pairs = files_subset(tmp_path, 5)
+    tokens = torch.arange(10).reshape(5, 2)
+    lazy = PairDataset(pairs, tokens, to_tensor)
+    expected = [lazy[i] for i in range(5)]
+    transformed = PairDataset(pairs, tokens, to_tensor)
+    report = transformed.preload(2**20, deterministic=True)
+    # 5 images of 3 x 24 x 24 float32, kept as one tensor.
+    assert (report.kind, report.images, report.bytes) == ("transformed", 5, 5 * 3 * 24 * 24 * 4)
+    decoded = PairDataset(pairs, tokens, to_tensor)
+    assert decoded.preload(2**20, deterministic=False).to_dict()["bytes"] == 5 * 24 * 24 * 3
+    for png in folder.glob("*.png"):
+        png.unlink()  # served from memory from now on: nothing is decoded again
+    for dataset in (transformed, decoded):
+        for i in range(5):
+            assert torch.equal(dataset[i][0], expected[i][0]) and torch.equal(dataset[i][1], tokens[i])
+    with pytest.raises(SubsetError, match="cannot decode image"):
+        lazy[0]
+
+
+def test_preload_over_budget_is_skipped_and_decodes_per_access(tmp_path):
+    _, pairs = files_subset(tmp_path, 4)
+    dataset = PairDataset(pairs, torch.zeros(4, 2, dtype=torch.long), to_tensor)
+    report = dataset.preload(4 * 3 * 24 * 24 * 4 - 1, deterministic=True)
+    assert (report.kind, report.images, report.bytes) == ("skipped", 0, 4 * 3 * 24 * 24 * 4)
+    assert dataset.preload(0, deterministic=False).kind == "skipped"
+    assert dataset._tensors is None and dataset._decoded is None
+    assert torch.equal(dataset[2][0], to_tensor(toy_image(2)))

@@ -140,3 +140,23 @@ def test_font_glyphs_are_distinct_and_png_is_deterministic() -> None:
     assert encode_png(spec.render()) == encode_png(sample_scene(random.Random(5), TINY, False).render())
     round_trip = Image.open(__import__("io").BytesIO(encode_png(spec.render())))
     assert np.array_equal(np.asarray(round_trip), np.asarray(spec.render()))
+
+
+def test_simple_preset_has_fewer_larger_objects_and_keeps_small_detail_scenes() -> None:
+    simple, default = WorldConfig.preset("simple"), WorldConfig.preset("default")
+    regular = [sample_scene(random.Random(i), simple, large=False) for i in range(200)]
+    counts = [len(spec.objects) for spec in regular]
+    assert set(counts) == {1, 2}
+    sizes = [o.size for spec in regular for o in spec.objects if o.category != SIGN]
+    base = [sample_scene(random.Random(i), default, large=False) for i in range(200)]
+    base_sizes = [o.size for spec in base for o in spec.objects if o.category != SIGN]
+    # Weighted towards large objects (0.5 vs 0.25 of draws; a size class is measured on the drawn side).
+    assert sizes.count("large") / len(sizes) > base_sizes.count("large") / len(base_sizes) + 0.1
+    large = [sample_scene(random.Random(i), simple, large=True) for i in range(40)]
+    assert all(sum(o.category == SIGN for o in spec.objects) == 1 for spec in large)
+    assert all(1 <= sum(o.category != SIGN for o in spec.objects) <= 3 for spec in large)
+
+
+def test_size_weights_are_validated() -> None:
+    with pytest.raises(ValueError, match="regular_size_weights"):
+        WorldConfig.preset("tiny", regular_size_weights=(0.0, 0.0, 0.0))
