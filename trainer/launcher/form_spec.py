@@ -103,7 +103,7 @@ def field_help(params_type: type) -> dict[str, str]:
             and isinstance(after.value, ast.Constant)
             and isinstance(after.value.value, str)
         ):
-            helps[node.target.id] = inspect.cleandoc(after.value.value)
+            helps[node.target.id] = " ".join(after.value.value.split())  # one line: a wrapped docstring too
     return helps
 
 
