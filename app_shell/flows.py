@@ -41,7 +41,7 @@ def customize_clip_flow(tabs: gr.Tabs, ports: Mapping[str, object]) -> bool:
         return gr.Button(visible=handoff is not None)
 
     def open_launcher(handoff: SubsetHandoff | None) -> tuple[Any, ...]:
-        return (gr.Tabs(selected=LAUNCHER_TAB), *launcher.actions.react_customize_form(handoff))
+        return (gr.Tabs(selected=LAUNCHER_TAB), *launcher.react_customize_form(handoff))
 
     explorer.subset_handoff.change(show, [explorer.subset_handoff], [explorer.customize], **PRIVATE)
     explorer.customize.click(open_launcher, [explorer.subset_handoff], [tabs, *launcher.form], **PRIVATE)

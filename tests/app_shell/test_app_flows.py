@@ -46,15 +46,25 @@ def test_customize_opens_the_launcher_with_the_react_job_prefilled(tmp_path):
         by_elem_id(demo, name)
         for name in ("launcher-type", "launcher-preset", "launcher-params", "launcher-status")
     ]
-    assert click.outputs == [tabs, *form]
+    assert click.outputs[: len(form) + 1] == [tabs, *form]
+    fields = click.outputs[len(form) + 1 :]  # every type's form fields: the prefill fills the react job's
+    assert by_elem_id(demo, "launcher-field-react-customize-subset") in fields
     handoff = SubsetHandoff(subset=PROJECT_ROOT / "runs" / "react" / "exports" / "x.parquet", class_names=("a", "b"),
                             model_dir=None, pool=None, task_dir=None, rows=9)  # fmt: skip
-    selected, job_type, preset, params, status = click.fn(handoff)
+    selected, job_type, preset, params, status, *updates = click.fn(handoff)
     assert selected.selected == "launcher"
     assert (job_type.value, preset.value) == ("react-customize", "synthworld")
     assert (
         json.loads(params)["subset"] == "runs/react/exports/x.parquet" and "reports no before/after" in status
     )
+    assert len(updates) == len(fields)
+    filled = {
+        field.elem_id.removeprefix("launcher-field-react-customize-"): update["value"]
+        for field, update in zip(fields, updates)
+        if field.elem_id.startswith("launcher-field-react-customize-")
+    }
+    assert filled["subset"] == "runs/react/exports/x.parquet" and filled["classes"] == "a, b"
+    assert filled["config"] == "synthworld" and filled["eval_task"] == "" and filled["pool"] == ""
     # The export's state change shows the button (and a cleared state hides it).
     (shown,) = [fn for fn in demo.fns.values() if fn.outputs == [button]]
     assert shown.fn(handoff).visible is True and shown.fn(None).visible is False

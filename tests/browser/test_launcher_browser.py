@@ -1,11 +1,11 @@
-"""Acceptance in a real browser for the training launcher: start a tiny LLaVA stage-2 job from the tab, watch
+"""Acceptance in a real browser for the training launcher: start a tiny LLaVA stage-2 job from the tab's form
+(an empty required field is first refused with the message under that field), watch
 its steps and loss arrive, cancel it, restart the app process, find it cancelled with its checkpoint, resume it,
 see it finish, then pick its model in the chat tab (Refresh; no app restart) and chat with it once.
 Screenshots go to test-artifacts/launcher/."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -45,12 +45,14 @@ def app_args(root) -> list[str]:
     return ["--workspace", str(root / "ws"), "--no-preload", "--feedback-log", "", "--device", "cpu"]
 
 
-def set_params(page, params: dict) -> None:
-    editor = page.locator("#launcher-params .cm-content")
-    editor.click()
-    page.keyboard.press("Control+A")
-    page.keyboard.press("Delete")
-    page.keyboard.insert_text(json.dumps(params))
+def field(page, job_type: str, name: str):
+    """The box of a field of the form generated from the job type's dataclass (a text box is a textarea)."""
+    return page.locator(f"#launcher-field-{job_type}-{name}").locator("input, textarea").first
+
+
+def fill_form(page, job_type: str, params: dict) -> None:
+    for name, value in params.items():
+        field(page, job_type, name).fill(str(value))
 
 
 def job_row(page):
@@ -63,17 +65,27 @@ def shot(page, name: str) -> None:
 
 def test_start_cancel_restart_resume_then_serve_the_model(workspace, browser):
     ws = workspace / "ws"
-    params = {"preset": "tiny", "data": str(ws / "instructions.json"), "images": str(ws / "world/scenes/images/train"),
-              "init": EMBEDDED, "max_steps": STEPS, "checkpoint_every": 1}  # fmt: skip
+    params = {"data": str(ws / "instructions.json"), "images": str(ws / "world/scenes/images/train"),
+              "init": EMBEDDED, "max_steps": STEPS}  # fmt: skip
     with (
         running_app(workspace, app_args(workspace)) as (url, _log),
         app_page(browser, url, ARTIFACTS) as page,
     ):
         page.get_by_role("tab", name="Training launcher").click()
         expect(page.locator("#launcher-start")).to_be_visible()
-        set_params(page, params)
+        # The tiny preset's values are in the form; the inputs are not: Start names them in their fields.
+        expect(field(page, "llava-stage2", "checkpoint_every")).to_have_value("1")
+        page.locator("#launcher-start").click()
+        expect(page.locator("#launcher-field-llava-stage2-data")).to_contain_text(
+            "⚠ llava-stage2.data is required", timeout=30_000
+        )
+        expect(page.locator("#launcher-field-llava-stage2-images")).to_contain_text("images is required")
+        expect(page.locator("#launcher-status")).to_contain_text("Not started")
+        shot(page, "form-errors")
+        fill_form(page, "llava-stage2", params)
         page.locator("#launcher-start").click()
         expect(page.locator("#launcher-status")).to_contain_text("Queued", timeout=30_000)
+        expect(page.locator("#launcher-field-llava-stage2-data")).not_to_contain_text("is required")
         row = job_row(page)
         expect(row).to_contain_text("llava-stage2")
         # At least two loss points: the step column reads 2/40 or more, with a loss beside it.
@@ -86,6 +98,11 @@ def test_start_cancel_restart_resume_then_serve_the_model(workspace, browser):
         (job,) = JobRegistry(ws).jobs()
         job_id = job.id
         assert job.state == "cancelled"
+        assert (job.params["max_steps"], job.params["checkpoint_every"], job.params["init"]) == (
+            STEPS,
+            1,
+            EMBEDDED,
+        )
     checkpoints = sorted((ws / "jobs" / job_id / "run" / "checkpoints").glob("step-*"))
     assert checkpoints, "the cancelled job left no checkpoint"
     with (

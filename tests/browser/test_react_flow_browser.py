@@ -59,6 +59,11 @@ def pick(page, elem_id: str, option: str) -> None:
     expect(page.locator(f"#{elem_id} input")).to_have_value(option)
 
 
+def field(page, name: str):
+    """A field of the react-customize column of the launcher's form (a text box is a textarea)."""
+    return page.locator(f"#launcher-field-react-customize-{name}").locator("input, textarea").first
+
+
 def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
@@ -97,15 +102,19 @@ def test_export_customize_start_then_the_before_after_table(workspace, browser):
             expect(page.locator("#launcher-status")).to_contain_text("Prefilled a react-customize job")
             expect(page.locator("#launcher-type input")).to_have_value("REACT customization of CLIP")
             expect(page.locator("#launcher-preset input")).to_have_value("synthworld")
-            params = page.locator("#launcher-params .cm-content")
-            for text in (f'"subset": "runs/react/exports/{name}.parquet"', f'"base": "{CLIP}"',
-                         f'"classes": "{", ".join(classes)}"', f'"eval_task": "{ws / "world" / "tasks" / TASK}"',
-                         f'"pool": "{ws / "world" / "pool" / "pool.parquet"}"'):  # fmt: skip
-                expect(params).to_contain_text(text)
+            # The react-customize column of the form shows the prefilled values (not the preset's defaults).
+            expect(page.locator("#launcher-form-react-customize")).to_be_visible()
+            prefilled = {"subset": f"runs/react/exports/{name}.parquet", "base": CLIP, "classes": ", ".join(classes),
+                         "eval_task": str(ws / "world" / "tasks" / TASK),
+                         "pool": str(ws / "world" / "pool" / "pool.parquet"), "config": "synthworld"}  # fmt: skip
+            for key, value in prefilled.items():
+                expect(field(page, key)).to_have_value(value)
             shot(page, "01-prefilled")
-            pick(page, "launcher-preset", "tiny")
-            expect(params).to_contain_text('"config": "tiny"')
-            expect(params).to_contain_text(f'"subset": "runs/react/exports/{name}.parquet"')  # kept
+            pick(page, "launcher-preset", "tiny")  # the form follows the preset, keeping the prefill
+            expect(field(page, "config")).to_have_value("tiny")
+            expect(field(page, "max_steps")).to_have_value("4")  # the tiny preset's
+            expect(field(page, "subset")).to_have_value(prefilled["subset"])  # kept
+            expect(field(page, "eval_task")).to_have_value(prefilled["eval_task"])  # kept
             page.locator("#launcher-start").click()
             expect(page.locator("#launcher-status")).to_contain_text("Queued")
             row = page.locator("#launcher-jobs tbody tr").first

@@ -14,6 +14,7 @@ parser.add_argument("--steps", type=int, default=3)
 parser.add_argument("--sleep", type=float, default=0.05)
 parser.add_argument("--fail", action="store_true")
 parser.add_argument("--resume", action="store_true")
+parser.add_argument("--hold", action="store_true", help="step on (up to --steps) until OUT/release exists")
 args = parser.parse_args()
 args.out.mkdir(parents=True, exist_ok=True)
 checkpoint = args.out / "checkpoint.json"
@@ -30,6 +31,9 @@ with open(args.out / "metrics.jsonl", "a") as metrics:
         if stop:
             print(f"stopping at step {step} with a checkpoint", flush=True)
             sys.exit(143)
+        if args.hold and (args.out / "release").exists():
+            print(f"released at step {step}", flush=True)
+            break
 if args.fail:
     print("fake job failing on purpose", flush=True)
     sys.exit(3)

@@ -10,117 +10,31 @@ with an error naming the field. Input paths are relative to the project root (``
 from __future__ import annotations
 
 import sys
-import types
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from trainer.launcher.job_params import (
+    EMBEDDED_LLAVA,
+    EMBEDDED_MODELS,
+    DataEngineParams,
+    IndexBuildParams,
+    LlavaEvalParams,
+    LlavaTrainParams,
+    ReactCustomizeParams,
+    ReactEvalParams,
+    RecipeParams,
+)
+from trainer.launcher.param_types import JobParamsError, check_value, param_types
 from trainer.launcher.workspace import PathOutsideWorkspaceError, confined, is_inside
-from trainer.llava.config import PRESETS as LLAVA_CONFIGS  # the trainers' own names: one list each
-from trainer.react.config import STRATEGIES as REACT_STRATEGIES
 from vision_common.paths import PROJECT_ROOT
 
-EMBEDDED_LLAVA = "assets/models/synthworld-llava-next"
-EMBEDDED_MODELS = "assets/synthworld/models"
-
-
-class JobParamsError(ValueError):
-    """Bad job parameters; the message names the job type and the field."""
-
-
-@dataclass(frozen=True)
-class LlavaTrainParams:
-    """One LLaVA stage (``python -m trainer.llava.train``)."""
-
-    config: str = "tiny"
-    """Trainer preset: tiny (tests, seconds), synthworld (the embedded model's recipe), llava_1_5_7b, llava_next_7b."""
-    data: str = ""
-    """LLaVA conversation JSON (stage 1: captions, stage 2: instructions)."""
-    images: str = ""
-    """Folder the records' image paths are relative to."""
-    init: str = ""
-    """LLaVA-NeXT folder to start from (stage 2: a stage-1 result; empty: build from the parts below)."""
-    vision_tower: str = ""
-    language_model: str = ""
-    tokenizer: str = ""
-    max_steps: int | None = None
-    checkpoint_every: int | None = None
-    micro_batch_size: int | None = None
-
-
-@dataclass(frozen=True)
-class DataEngineParams:
-    """LLaVA instruction data from COCO-format annotations (``python -m trainer.data_engine build``)."""
-
-    captions: str = ""
-    instances: str = ""
-    images: str = ""
-    types: str = "conversation,detail,complex"
-    limit: int | None = None
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class IndexBuildParams:
-    """A CLIP + FAISS index over a pool (``python -m react_explorer.build_index``)."""
-
-    pool: str = ""
-    model: str = f"{EMBEDDED_MODELS}/synthworld-clip"
-    batch_size: int = 256
-
-
-@dataclass(frozen=True)
-class LlavaEvalParams:
-    """Held-out SynthWorld scores of a chat model (``python -m trainer.eval llava``)."""
-
-    model: str = EMBEDDED_LLAVA
-    world: str = ".cache/synthworld/default-seed0"
-    limit: int = 60
-
-
-@dataclass(frozen=True)
-class RecipeParams:
-    """One of the recipes that rebuild the committed models (``python -m trainer.recipe``)."""
-
-    reduced: bool = True
-    """The reduced recipe (tiny presets, about a minute); off: the full build (tens of minutes)."""
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class ReactCustomizeParams:
-    """REACT customization of a CLIP on a retrieved subset (``python -m trainer.react train``)."""
-
-    subset: str = ""
-    """The explorer's exported parquet subset (or the retrieve CLI's output)."""
-    base: str = f"{EMBEDDED_MODELS}/synthworld-clip"
-    config: str = "synthworld"
-    """trainer.react preset: tiny, synthworld, vit-b-32."""
-    strategy: str = "gated-image"
-    max_steps: int | None = None
-    gamma: float = 0.9
-    classes: str = ""
-    """The retrieval's class names (comma-separated): the zero-shot before/after scores only these classes."""
-    eval_task: str = ""
-    """A labelled task (SynthWorld task folder or ImageFolder) scored zero-shot before and after into
-    zeroshot.json (empty: no scores)."""
-    pool: str = ""
-    """The pool the subset was retrieved from; training does not read it: "Re-index the pool with this CLIP"
-    embeds it with the result."""
-
-
-@dataclass(frozen=True)
-class ReactEvalParams:
-    """Zero-shot top-1/top-5 before/after (``python -m trainer.react eval``)."""
-
-    model: str = ""
-    """The customized model directory (a react-customize job's ``final``)."""
-    baseline: str = f"{EMBEDDED_MODELS}/synthworld-clip"
-    task: str = ".cache/synthworld/default-seed0/tasks/species"
-    classes: str = ""
-    """Comma-separated class names: score only these classes of the task (empty: all)."""
+__all__ = [  # the parameter classes and the error are re-exported: callers know them from here
+    "EMBEDDED_LLAVA", "EMBEDDED_MODELS", "JOB_TYPES", "DataEngineParams", "IndexBuildParams", "JobParamsError",
+    "JobType", "LlavaEvalParams", "LlavaTrainParams", "ReactCustomizeParams", "ReactEvalParams", "RecipeParams",
+    "get_job_type",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -147,47 +61,56 @@ class JobType:
 
         An input path is relative to the project root, or an absolute path inside ``workspace`` (another job's
         result); anything else, ``..`` included, is refused."""
+        preset, values = self.split_params(raw)
+        merged = {**self.defaults(), **(self.presets[preset] if preset else {}), **values}
+        # Every field is checked, so the form can show each bad one next to its box at once.
+        errors: dict[str, str] = {}
+        checked: dict[str, Any] = {}
+        for name, ptype in param_types(self.params_type).items():
+            try:
+                checked[name] = check_value(self.name, name, merged[name], ptype)
+            except JobParamsError as exc:
+                errors[name] = str(exc)
+        for name in self.path_fields:
+            value = checked.get(name)
+            if value:
+                problem = self._path_problem(name, value, project_root, workspace)
+                if problem:
+                    errors[name] = problem
+        for name in REQUIRED.get(self.name, ()):
+            if name not in errors and not checked.get(name):
+                errors[name] = f"{self.name}.{name} is required"
+        if errors:
+            raise JobParamsError("; ".join(errors.values()), errors)
+        return self.params_type(**checked)
+
+    def split_params(self, raw: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+        """(preset, overrides) of JSON-like parameters; a request that is not an object, names an unknown
+        preset or an unknown parameter is refused as a whole (no field to blame)."""
         if not isinstance(raw, Mapping):
             raise JobParamsError(f"{self.name}: parameters must be a JSON object, got {type(raw).__name__}")
         values = dict(raw)
         preset = values.pop("preset", None)
         if preset is not None and preset not in self.presets:
             raise JobParamsError(f"{self.name}: unknown preset {preset!r}; presets: {sorted(self.presets)}")
-        known = {f.name: f for f in fields(self.params_type)}
-        unknown = sorted(set(values) - set(known))
+        known = {f.name for f in fields(self.params_type)}
+        unknown = sorted(set(values) - known)
         if unknown:
             raise JobParamsError(f"{self.name}: unknown parameter(s) {unknown}; parameters: {sorted(known)}")
-        merged = {**(self.presets[preset] if preset else {}), **values}
-        for name, value in merged.items():
-            merged[name] = _checked(self.name, name, value, _field_type(self.params_type, name))
-        params = self.params_type(**merged)
-        for name in self.path_fields:
-            value = getattr(params, name)
-            if value:
-                try:
-                    if (
-                        workspace is not None
-                        and Path(value).is_absolute()
-                        and is_inside(workspace, Path(value))
-                    ):
-                        path = confined(workspace, str(Path(value).resolve().relative_to(workspace.resolve())),
-                                        field=f"{self.name}.{name}")  # fmt: skip
-                    else:
-                        path = confined(project_root, value, field=f"{self.name}.{name}")
-                except PathOutsideWorkspaceError as exc:
-                    raise JobParamsError(str(exc)) from exc
-                if not path.exists():
-                    raise JobParamsError(f"{self.name}.{name}: {value} does not exist")
-        for name in REQUIRED.get(self.name, ()):
-            if not getattr(params, name):
-                raise JobParamsError(f"{self.name}.{name} is required")
-        if isinstance(params, ReactCustomizeParams) and params.strategy not in REACT_STRATEGIES:
-            raise JobParamsError(
-                f"{self.name}.strategy must be one of {REACT_STRATEGIES}, got {params.strategy!r}"
-            )
-        if isinstance(params, LlavaTrainParams) and params.config not in LLAVA_CONFIGS:
-            raise JobParamsError(f"{self.name}.config must be one of {LLAVA_CONFIGS}, got {params.config!r}")
-        return params
+        return preset, values
+
+    def _path_problem(self, name: str, value: str, project_root: Path, workspace: Path | None) -> str | None:
+        """Why an input path is refused, or None: it must lie inside the project, or be an absolute path
+        inside ``workspace``, and exist."""
+        try:
+            if workspace is not None and Path(value).is_absolute() and is_inside(workspace, Path(value)):
+                inside = str(Path(value).resolve().relative_to(workspace.resolve()))
+                path = confined(workspace, inside, field=f"{self.name}.{name}")
+            else:
+                path = confined(project_root, value, field=f"{self.name}.{name}")
+        except PathOutsideWorkspaceError as exc:
+            return str(exc)
+        return None if path.exists() else f"{self.name}.{name}: {value} does not exist"
 
     def argv(self, params: Any, run_dir: Path, *, resume: bool = False) -> list[str]:
         argv = [sys.executable, *self.command(params, run_dir)]
@@ -204,32 +127,6 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "react-customize": ("subset",),
     "react-eval": ("model",),
 }
-
-
-def _field_type(params_type: type, name: str) -> Any:
-    return typing.get_type_hints(params_type)[name]
-
-
-def _checked(job: str, name: str, value: Any, annotation: Any) -> Any:
-    allowed = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
-    if value is None and type(None) in allowed:
-        return None
-    if int in allowed and isinstance(value, int) and not isinstance(value, bool):
-        if value < 0 or value > 10**9:
-            raise JobParamsError(f"{job}.{name} must be between 0 and 1e9, got {value}")
-        return value
-    if float in allowed and isinstance(value, int | float) and not isinstance(value, bool):
-        if not 0 <= value <= 1e9:
-            raise JobParamsError(f"{job}.{name} must be between 0 and 1e9, got {value}")
-        return float(value)
-    if str in allowed and isinstance(value, str):
-        if len(value) > 1000:
-            raise JobParamsError(f"{job}.{name} is longer than 1000 characters")
-        return value
-    if bool in allowed and isinstance(value, bool):
-        return value
-    names = " or ".join(getattr(a, "__name__", str(a)) for a in allowed)
-    raise JobParamsError(f"{job}.{name} must be {names}, got {value!r}")
 
 
 def _opt(flag: str, value: Any) -> list[str]:

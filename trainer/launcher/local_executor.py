@@ -102,7 +102,13 @@ class LocalExecutor:
                 return None
             with self._lock:
                 self._children.pop(handle.pid, None)
-        elif is_alive(handle):
+            code = read_exit_code(out_dir)
+            # No exit record and the wrapper died of a signal (``kill -9`` of the group): that signal is the
+            # job's ending. Only the wrapper's parent knows it; an app restarted since reports None.
+            if code is None and child.returncode is not None and child.returncode < 0:
+                code = child.returncode
+            return ExitStatus(code)
+        if is_alive(handle):
             return None
         return ExitStatus(read_exit_code(out_dir))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,12 +19,14 @@ import gradio as gr
 import pandas as pd
 
 from react_explorer.ui.subset_handoff import SubsetHandoff
+from trainer.launcher import prefill
+from trainer.launcher.form import ParamsForm, preset_json
+from trainer.launcher.form_spec import default_preset, form_params
 from trainer.launcher.job_types import JobParamsError
 from trainer.launcher.manager import JobManager
 from trainer.launcher.prefill import (
     REACT_FLOW_PRESET,
     REACT_JOB,
-    form_params,
     prefill_note,
     react_customize_values,
     switch_preset,
@@ -45,8 +48,8 @@ from vision_common.app_tab import AppTab
 
 USER_ERRORS = (JobParamsError, RegistryError, PathOutsideWorkspaceError, ReindexError, ValueError)
 HELP = (
-    "Start a training job implemented in `trainer/`: pick its type, a preset, and edit the parameters (JSON; "
-    "input paths are relative to the project). Jobs run one at a time in the background, survive an app "
+    "Start a training job implemented in `trainer/`: pick its type and a preset, and edit its parameters (input "
+    "paths are relative to the project). Jobs run one at a time in the background, survive an app "
     "restart, and keep their log, `metrics.jsonl` and checkpoints in the workspace. **Cancel** asks the job to "
     "checkpoint and stop; **Resume** continues a stopped job from its last checkpoint."
 )
@@ -95,13 +98,7 @@ class LauncherActions:
         }  # fmt: skip
 
     def params_text(self, job_type: str, preset: str | None) -> str:
-        return json.dumps(form_params(self.manager.job_type(job_type), preset), indent=1)
-
-    def job_type_picked(self, job_type: str) -> tuple[Any, str]:
-        """A new job type: its presets (``tiny`` first when it has one) and that preset's parameters."""
-        presets = list(self.manager.job_type(job_type).presets)
-        preset = "tiny" if "tiny" in presets else None
-        return gr.Dropdown(presets, value=preset), self.params_text(job_type, preset)
+        return preset_json(self.manager.job_type(job_type), preset)
 
     def preset_picked(self, job_type: str, preset: str | None, current: str) -> str:
         """A new preset keeps the values the user or a flow set (``prefill.switch_preset``)."""
@@ -113,7 +110,7 @@ class LauncherActions:
             raise gr.Error("export the subset first; then it can be customized on", print_exception=False)
         job_type = self.manager.job_type(REACT_JOB)
         values = react_customize_values(handoff)
-        params = json.dumps(form_params(job_type, REACT_FLOW_PRESET, values), indent=1)
+        params = json.dumps(prefill.form_params(job_type, REACT_FLOW_PRESET, values), indent=1)
         types = [(t.title, name) for name, t in self.manager.job_types.items()]
         return (
             gr.Dropdown(types, value=REACT_JOB),
@@ -139,7 +136,22 @@ class LauncherActions:
         except json.JSONDecodeError as exc:
             raise gr.Error(f"the parameters are not valid JSON: {exc}", print_exception=False) from exc
         try:
+            return self.start_params(job_type, raw, executor, token)
+        except JobParamsError as exc:
+            raise gr.Error(str(exc), print_exception=False) from exc
+
+    def start_params(
+        self, job_type: str, raw: Mapping[str, Any], executor: str = "local", token: str | None = None
+    ) -> str:
+        """Queue a job from parameters already parsed; a ``JobParamsError`` that names fields is raised as it
+        is (the form shows each message next to its field), every other refusal as ``gr.Error``."""
+        self._authorise(token)
+        try:
             return self.manager.start(job_type, raw, executor or "local").id
+        except JobParamsError as exc:
+            if exc.field_errors:
+                raise
+            raise gr.Error(str(exc), print_exception=False) from exc
         except USER_ERRORS as exc:
             raise gr.Error(str(exc), print_exception=False) from exc
 
@@ -249,18 +261,27 @@ def launcher_tab(settings: LauncherSettings) -> AppTab:
 
 @dataclass(frozen=True)
 class LauncherPorts:
-    """What the tab offers other tabs' flows: the form a flow may prefill (``actions.react_customize_form``'s
-    outputs, in this order) and the actions."""
+    """What the tab offers other tabs' flows: the form a flow may prefill (``react_customize_form``'s outputs,
+    in this order) and the actions."""
 
     job_type: gr.Dropdown
     preset: gr.Dropdown
     params: gr.Code
     status: gr.Markdown
+    fields: ParamsForm
     actions: LauncherActions
 
     @property
     def form(self) -> list[Any]:
-        return [self.job_type, self.preset, self.params, self.status]
+        """Job type, preset, parameters JSON, status, then every type's field components (``fields.inputs``)."""
+        return [self.job_type, self.preset, self.params, self.status, *self.fields.inputs]
+
+    def react_customize_form(self, handoff: SubsetHandoff | None) -> list[Any]:
+        """``actions.react_customize_form`` plus the ``react-customize`` fields filled with the same values:
+        setting the job type from code shows its column (``ParamsForm.visibility``) but fills nothing."""
+        job_type, preset, params, status = self.actions.react_customize_form(handoff)
+        values = {k: v for k, v in json.loads(params).items() if k != "preset"}
+        return [job_type, preset, params, status, *self.fields.fill(REACT_JOB, values)]
 
 
 def build_launcher_tab(actions: LauncherActions) -> LauncherPorts:
@@ -272,11 +293,14 @@ def build_launcher_tab(actions: LauncherActions) -> LauncherPorts:
         with gr.Column(scale=2, min_width=300):
             job_type = gr.Dropdown([(t.title, n) for n, t in types.items()], value=first, label="Job type",
                                    elem_id="launcher-type")  # fmt: skip
-            preset = gr.Dropdown(
-                list(types[first].presets), value="tiny", label="Preset", elem_id="launcher-preset"
-            )
-            params = gr.Code(actions.params_text(first, "tiny"), language="json", label="Parameters",
-                             elem_id="launcher-params", interactive=True)  # fmt: skip
+            preset = gr.Dropdown(list(types[first].presets), value=default_preset(types[first]), label="Preset",
+                                 elem_id="launcher-preset")  # fmt: skip
+            form = ParamsForm(types, first)
+            with gr.Accordion("Parameters as JSON (advanced)", open=False, elem_id="launcher-json"):
+                params = gr.Code(actions.params_text(first, default_preset(types[first])), language="json",
+                                 label="Parameters (what /launcher_start takes)", elem_id="launcher-params",
+                                 interactive=True)  # fmt: skip
+                apply = gr.Button("Fill the form from this JSON", size="sm", elem_id="launcher-params-apply")
             executor = gr.Radio(list(actions.manager.executors), value="local", label="Executor",
                                 elem_id="launcher-executor")  # fmt: skip
             token = gr.Textbox(label="Launcher token", type="password", visible=bool(actions.settings.token))
@@ -315,18 +339,30 @@ def build_launcher_tab(actions: LauncherActions) -> LauncherPorts:
     timer = gr.Timer(actions.settings.refresh_s)
     timer.tick(actions.refresh, [selected], views, show_progress="hidden", **private)
     selected.input(actions.refresh, [selected], views, **private)
-    # ``input`` (the user's picks) and not ``change``: a flow's prefill sets job type, preset and parameters
-    # together, and a ``change`` cascade would then overwrite the prefilled parameters with the preset's.
-    job_type.input(actions.job_type_picked, [job_type], [preset, params], **private)
-    preset.input(actions.preset_picked, [job_type, preset, params], [params], **private)
+    job_type.change(form.visibility, [job_type], form.columns, **private)
+    # By hand only (.input): a type or preset set by another event (Apply, a prefill) keeps the values it brings
+    # (a ``change`` cascade would overwrite a flow's prefilled values with the preset's). A preset picked by hand
+    # keeps the values the old preset (the JSON's ``preset``) did not set: the user's or a flow's edits.
+    job_type.input(form.on_type, [job_type], [preset, params, *form.inputs], **private)
+    preset.input(form.on_preset, [job_type, preset, params, *form.inputs], [params, *form.inputs], **private)
+    apply.click(form.on_apply, [job_type, params], [preset, status, *form.inputs], **private)
 
-    def start_from_page(t: str, p: str, ex: str, tok: str | None) -> tuple[str, Any]:
-        job_id = actions.start(t, p, ex, tok)
+    def start_from_page(t: str, p: str | None, ex: str, tok: str | None, *values: Any) -> list[Any]:
+        raw = form_params(types[t], p, form.values(t, values))
+        text = json.dumps(raw, indent=1)
+        try:
+            job_id = actions.start_params(t, raw, ex, tok)
+        except JobParamsError as exc:
+            count = len(exc.field_errors)
+            return [f"**Not started**: {count} field{'s' if count > 1 else ''} to fix (marked ⚠ above).",
+                    gr.skip(), text, *form.show_errors(t, exc.field_errors)]  # fmt: skip
         # The selector's choices must hold the new id before it is selected (Gradio checks a value is a choice).
         ids = [job.id for job in reversed(actions.manager.registry.jobs())]
-        return f"Queued **{job_id}** ({ex}).", gr.Dropdown(choices=ids, value=job_id)
+        return [f"Queued **{job_id}** ({ex}).", gr.Dropdown(choices=ids, value=job_id), text,
+                *form.show_errors(t, {})]  # fmt: skip
 
-    start.click(start_from_page, [job_type, params, executor, token], [status, selected], **private)
+    start.click(start_from_page, [job_type, preset, executor, token, *form.inputs],
+                [status, selected, params, *form.inputs], **private)  # fmt: skip
 
     def reindex_from_page(j: str, tok: str | None) -> tuple[str, Any]:
         job_id = actions.reindex(j, tok)
@@ -342,7 +378,7 @@ def build_launcher_tab(actions: LauncherActions) -> LauncherPorts:
                  **private)  # fmt: skip
     with gr.Group(visible=False):  # components only the API uses
         _api_components(actions)
-    return LauncherPorts(job_type, preset, params, status, actions)
+    return LauncherPorts(job_type, preset, params, status, form, actions)
 
 
 def _api_components(actions: LauncherActions) -> None:

@@ -9,33 +9,16 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from trainer.launcher.job_types import JOB_TYPES, JobParamsError, JobType
+from tests.support.launcher_fake import FAKE
+from trainer.launcher.job_types import JOB_TYPES, JobParamsError
 from trainer.launcher.local_executor import ProcessHandle, is_alive, wait_until
 from trainer.launcher.manager import JobManager
 from trainer.launcher.registry import InvalidTransitionError, JobRegistry, QueueFullError
 from trainer.launcher.workspace import PathOutsideWorkspaceError, confined
-
-FAKE_JOB = str(Path(__file__).resolve().parents[2] / "support" / "launcher_fake_job.py")
-
-
-@dataclass(frozen=True)
-class FakeParams:
-    steps: int = 3
-    sleep: float = 0.05
-    fail: bool = False
-
-
-FAKE = JobType(
-    "fake", "fake job", FakeParams, {"tiny": {"steps": 2}},
-    lambda p, run: [FAKE_JOB, "--out", str(run), "--steps", str(p.steps), "--sleep", str(p.sleep),
-                    *(["--fail"] if p.fail else [])],
-    "checkpoint.json", resumable=True,
-)  # fmt: skip
 
 
 def manager(tmp_path: Path, **kw) -> JobManager:
