@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 from gradio_client import Client
 
+from tests.support.gradio_wait import wait_until_gradio_answers
 from tests.support.launcher_fake import FAKE, RELEASE_FILE
 from tests.support.paths import REPO_ROOT
 from trainer.launcher.job_types import JOB_TYPES
@@ -55,22 +55,7 @@ def launcher_app(workspace: Path, log_path: Path) -> Iterator[tuple[subprocess.P
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"the launcher app exited with {process.returncode}:\n{log_path.read_text()[-3000:]}"
-                )
-            try:
-                if httpx.get(f"{url}gradio_api/info", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"the launcher app did not answer in {START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}"
-                )
-            time.sleep(0.3)
+        wait_until_gradio_answers(process, url, log_path, "the launcher app", START_TIMEOUT_S)
         yield process, url
     finally:
         if process.poll() is None:
