@@ -23,7 +23,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
@@ -59,6 +59,13 @@ class AcademicConfig:
     yes_no_prompt_share: float = 0.25
     # Share of records that open with their yes/no probes (the others have none; see ``academic_turns``).
     probe_record_share: float = 0.5
+    # Records per image, each drawn with its own seeded RNG (a drill stage asks many more questions per image
+    # than one record holds; docs/recipe.md).
+    repeats: int = 1
+    # Keep probability per short-answer category (QUESTION_CATEGORIES); unlisted categories are always kept.
+    # A drill thins the categories the text prior already answers (counts: "1" is right on most simple
+    # scenes) so that an update's answers mostly need the image.
+    keep: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.short_per_category < 1:
@@ -72,6 +79,15 @@ class AcademicConfig:
             raise ValueError(
                 f"AcademicConfig.probe_record_share must be in [0, 1], got {self.probe_record_share}"
             )
+        if self.repeats < 1:
+            raise ValueError(f"AcademicConfig.repeats must be >= 1, got {self.repeats}")
+        for category, share in self.keep.items():
+            if category not in QUESTION_CATEGORIES:
+                raise ValueError(
+                    f"AcademicConfig.keep names {category!r}; categories: {', '.join(QUESTION_CATEGORIES)}"
+                )
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"AcademicConfig.keep[{category!r}] must be in [0, 1], got {share}")
         if not 0.0 <= self.yes_no_prompt_share <= 1.0:
             raise ValueError(
                 f"AcademicConfig.yes_no_prompt_share must be in [0, 1], got {self.yes_no_prompt_share}"
@@ -198,6 +214,10 @@ def _candidate_turns(
             turns.append(_Turn(f"{qa.question}\n{SHORT_ANSWER}", qa.answer, qa.answer))
             asked.add(qa.question)
     shorts = [qa for qa in short_answer_questions(scene, rng) if qa.question not in asked]
+    # Draws only for thinned categories, so that the default mix is unchanged draw for draw.
+    shorts = [
+        qa for qa in shorts if qa.category not in config.keep or rng.random() < config.keep[qa.category]
+    ]
     for qa in stratified(shorts, config.short_turns, rng, config.short_per_category):
         turns.append(_Turn(f"{qa.question}\n{SHORT_ANSWER}", qa.answer, qa.answer))
         asked.add(qa.question)
@@ -242,7 +262,10 @@ def academic_record(
     image: str,
     stats: ProbeStatistics,
     config: AcademicConfig,
+    repeat: int = 0,
 ) -> dict[str, Any] | None:
-    """One multi-turn record ``<image_id>_academic``, or None when the scene yields no question at all."""
+    """One multi-turn record ``<image_id>_academic`` (``_academic_<repeat>`` for repeats after the first),
+    or None when the scene yields no question at all."""
     turns = academic_turns(scene, rng, stats, config)
-    return make_record(f"{image_id}_academic", image, turns) if turns else None
+    suffix = f"_{repeat}" if repeat else ""
+    return make_record(f"{image_id}_academic{suffix}", image, turns) if turns else None

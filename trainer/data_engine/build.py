@@ -218,13 +218,16 @@ def _question_records(
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if "academic" in config.types and probes is not None and config.wants("academic", context.image_id):
-        rng = random.Random(f"{config.seed}/{context.image_id}/academic")
-        record = academic_record(
-            context.scene, rng, context.image_id, context.file_name, probes, config.academic
-        )
-        if record is not None:
-            out.append(record)
-            stats.records["academic"] += 1
+        for repeat in range(config.academic.repeats):
+            # The first record keeps the seed it had before repeats existed (the default data is unchanged).
+            tail = f"/{repeat}" if repeat else ""
+            rng = random.Random(f"{config.seed}/{context.image_id}/academic{tail}")
+            record = academic_record(
+                context.scene, rng, context.image_id, context.file_name, probes, config.academic, repeat
+            )
+            if record is not None:
+                out.append(record)
+                stats.records["academic"] += 1
     if "short" in config.types and config.wants("short", context.image_id):
         rng = random.Random(f"{config.seed}/{context.image_id}/short")
         record = short_answer_record(

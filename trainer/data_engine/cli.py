@@ -92,6 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--academic-detail", type=int, default=AcademicConfig.detail_turns, help="small-detail (large scenes)"
     )
     academic.add_argument("--academic-mc", type=int, default=AcademicConfig.mc_turns, help="multiple choice")
+    academic.add_argument(
+        "--academic-repeats", type=int, default=AcademicConfig.repeats, help="records per image (a drill)"
+    )
+    academic.add_argument(
+        "--academic-keep",
+        type=_fractions,
+        default={},
+        help="keep probability per short-answer category, e.g. 'count=0.25,text=0.3' (default: keep all)",
+    )
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--limit", type=int, help="use only the first N images")
     build.add_argument(
@@ -139,6 +148,8 @@ def run_build(args: argparse.Namespace) -> int:
         yes_no_pairs=args.academic_yes_no_pairs,
         detail_turns=args.academic_detail,
         mc_turns=args.academic_mc,
+        repeats=args.academic_repeats,
+        keep=args.academic_keep,
     )
     config = BuildConfig(
         types=args.types,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.launcher.registry import JobRecord
+from vision_common.open_clip_dir import OPEN_CLIP_CONFIG_NAME
 
 REPORT_NAME = "zeroshot.json"  # written by both react-customize (with an eval_task) and react-eval
 REACT_TYPES = ("react-customize", "react-eval")
@@ -70,7 +71,7 @@ def before_after_rows(report: dict[str, Any]) -> list[list[str]]:
 def customized_model(run_dir: Path) -> Path | None:
     """The customized CLIP a finished ``react-customize`` run exported (an open_clip directory), or None."""
     final = run_dir / "final"
-    return final if (final / "open_clip_config.json").is_file() else None
+    return final if (final / OPEN_CLIP_CONFIG_NAME).is_file() else None
 
 
 def reindex_values(job: JobRecord, run_dir: Path) -> dict[str, Any]:

@@ -228,6 +228,15 @@ def load_llava(model_dir: str | os.PathLike[str]) -> LlavaParts:
     return LlavaParts(model=model, processor=processor)
 
 
+def set_anyres_grids(parts: LlavaParts, grids: tuple[tuple[int, int], ...]) -> None:
+    """Replace a loaded model's AnyRes grids (model config and image processor together, so the number of
+    image tokens the processor inserts matches what the model packs). The weights do not depend on them."""
+    arch = ArchitectureConfig(anyres_grids=grids)
+    pinpoints = transformers_pinpoints(anyres_for_tower(parts.model.config.vision_config, arch))
+    parts.model.config.image_grid_pinpoints = pinpoints
+    parts.processor.image_processor.image_grid_pinpoints = pinpoints
+
+
 def pixel_config_of(processor: LlavaNextProcessor) -> PixelConfig:
     """The training pixel pipeline's settings, read from the processor so training and inference agree."""
     image_processor = processor.image_processor

@@ -28,6 +28,7 @@ from trainer.llava.assemble import (
     assemble_llava,
     load_llava,
     pixel_config_of,
+    set_anyres_grids,
     standardize_projector_input,
     vision_features,
 )
@@ -131,10 +132,8 @@ def parse_grids(text: str) -> tuple[tuple[int, int], ...]:
 def stage_config_from_args(args: argparse.Namespace) -> StageConfig:
     cfg = stage_preset(args.config, args.stage)
     if getattr(args, "anyres_grids", None):
-        if args.init is not None:
-            raise ConfigError(
-                "--anyres-grids applies when assembling from parts; --init keeps the model's grids"
-            )
+        # From parts: the grids of the new model; with --init: the loaded model's grids are replaced (a
+        # base-tile drill continued at AnyRes, docs/recipe.md).
         cfg = replace(cfg, architecture=replace(cfg.architecture, anyres_grids=args.anyres_grids))
     stage_overrides: dict[str, Any] = {
         "projector_lr": getattr(args, "projector_lr", None),
@@ -166,7 +165,10 @@ def build_model(args: argparse.Namespace, cfg: StageConfig) -> LlavaParts:
             raise ConfigError(
                 "--init loads a whole model; do not combine it with --vision-tower/--language-model"
             )
-        return load_llava(args.init)
+        parts = load_llava(args.init)
+        if getattr(args, "anyres_grids", None):
+            set_anyres_grids(parts, cfg.architecture.anyres_grids)
+        return parts
     if args.vision_tower is None or args.language_model is None:
         raise ConfigError("without --init, both --vision-tower and --language-model are required")
     return assemble_llava(args.vision_tower, args.language_model, args.tokenizer, cfg.architecture)

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from trainer.foundation.clip_data import load_rgb
 from trainer.foundation.convert_clip import convert_open_clip_dir
 from vision_common.atomic import emit_json_report
+from vision_common.open_clip_dir import OPEN_CLIP_CONFIG_NAME
 
 FEATURE_LAYER = -2  # LLaVA's vision_feature_layer
 ANNOTATIONS = "scenes/annotations/instances_{split}.json"
@@ -195,7 +196,7 @@ def load_tower(path: Path) -> tuple[Any, list[float], list[float]]:
         tower = CLIPVisionModel.from_pretrained(directory).eval()
         return tower, list(processor.image_mean), list(processor.image_std)
 
-    if (path / "open_clip_config.json").is_file():
+    if (path / OPEN_CLIP_CONFIG_NAME).is_file():  # an open_clip directory: convert the tower first
         with tempfile.TemporaryDirectory() as tmp:
             return from_hf(convert_open_clip_dir(path, Path(tmp) / "tower"))
     return from_hf(path)

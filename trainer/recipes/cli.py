@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -57,6 +58,16 @@ def main(argv: list[str] | None = None) -> int:
         "simple: 1-2 larger objects per scene, docs/recipe.md)",
     )
     parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="synthworld-llava only: folder for intermediates; the build resumes there by step after an "
+        "interruption (default: .cache/recipe-work/<output folder name>; --reduced: a temporary folder)",
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="synthworld-llava only: discard --work's earlier steps first"
+    )
+    parser.add_argument(
         "--stage1-steps", type=int, default=None, help="synthworld-llava: override stage-1 updates"
     )
     parser.add_argument(
@@ -65,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.recipe == "synthworld-llava":
         return _main_llava(args)
-    if args.no_anyres:
-        parser.error("--no-anyres applies to the synthworld-llava recipe")
+    if args.no_anyres or args.work or args.fresh:
+        parser.error("--no-anyres, --work and --fresh apply to the synthworld-llava recipe")
     base = RecipeConfig.reduced() if args.reduced else RecipeConfig.full()
     cfg = RecipeConfig(**{**asdict(base), "seed": args.seed})
     out = args.out or (PROJECT_ROOT / (".cache/assets-reduced" if args.reduced else "assets/synthworld"))
@@ -94,7 +105,12 @@ def _main_llava(args: argparse.Namespace) -> int:
         out = PROJECT_ROOT / ".cache" / "synthworld-llava-next-no-anyres"
     else:
         out = PROJECT_ROOT / "assets" / "models" / "synthworld-llava-next"
-    _report(run_llava_recipe(cfg, out), out)
+    work = args.work
+    if work is None and not args.reduced:
+        work = PROJECT_ROOT / ".cache" / "recipe-work" / Path(out).resolve().name
+    if args.fresh and work is not None and work.exists():
+        shutil.rmtree(work)
+    _report(run_llava_recipe(cfg, out, work), out)
     return 0
 
 

@@ -18,11 +18,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from trainer.synthworld.world import WORLD_FORMAT
-from vision_common.atomic import atomic_directory
+from vision_common.atomic import atomic_directory, atomic_write_json
 from vision_common.manifest import build_manifest, write_manifest
 from vision_common.paths import PROJECT_ROOT
 
@@ -71,6 +71,9 @@ class Step:
     name: str
     argv: list[str]
     outputs: list[str]  # paths relative to the staging root that this step produces
+    # A trainer's --out: when it already holds a checkpoint (an interrupted build), the step reruns with
+    # --resume and continues from it instead of starting over.
+    resume_dir: Path | None = None
 
 
 def world_cache_dir(preset: str, seed: int) -> Path:
@@ -97,16 +100,53 @@ def instruction_data_step(
     return Step("instruction-data", argv, [])
 
 
-def run_steps(steps: list[Step], log_dir: Path, world: Path, seed: int, preset: str) -> dict[str, float]:
-    """Run steps in order (reusing a cached identical world); returns seconds per step."""
+def run_steps(
+    steps: list[Step], log_dir: Path, world: Path, seed: int, preset: str, *, done_dir: Path | None = None
+) -> dict[str, float]:
+    """Run steps in order (reusing a cached identical world); returns seconds per step.
+
+    With ``done_dir`` the build is resumable by step: a finished step leaves ``<done_dir>/<name>.json`` with its
+    argv and seconds, and a rerun skips it while its argv is unchanged and no earlier step ran again; a
+    training step that was interrupted continues from its newest checkpoint (``Step.resume_dir``)."""
     timings: dict[str, float] = {}
+    reran = False
     for step in steps:
         if step.name == "world" and world_is_current(world, seed, preset):
             print(f"[recipe] === world: reusing {world} (same seed and preset)", flush=True)
             timings[step.name] = 0.0
             continue
-        timings[step.name] = round(run_step(step, log_dir), 1)
+        marker = done_dir / f"{step.name}.json" if done_dir is not None else None
+        done = _read_marker(marker) if marker is not None and not reran else None
+        if done is not None and done.get("argv") == step.argv:
+            print(
+                f"[recipe] === {step.name}: done in an earlier run ({done['seconds']} s), skipped", flush=True
+            )
+            timings[step.name] = float(done["seconds"])
+            continue
+        argv = step.argv
+        if step.resume_dir is not None and _has_checkpoint(step.resume_dir):
+            if reran:  # an earlier step's output changed: this step's checkpoints are stale
+                shutil.rmtree(step.resume_dir)
+            else:  # the run that was interrupted in this step
+                argv = [*argv, "--resume"]
+        timings[step.name] = round(run_step(replace(step, argv=argv), log_dir), 1)
+        reran = True
+        if marker is not None:
+            atomic_write_json(marker, {"argv": step.argv, "seconds": timings[step.name]})
     return timings
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    # The trainer's checkpoint folders (trainer.runtime.checkpoint), looked up without importing torch.
+    return any(path.is_dir() for path in (run_dir / "checkpoints").glob("step-*"))
+
+
+def _read_marker(marker: Path) -> dict | None:
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and "seconds" in data else None
 
 
 def plan_steps(cfg: RecipeConfig, world: Path, work: Path, stage: Path) -> list[Step]:

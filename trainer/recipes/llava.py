@@ -106,8 +106,8 @@ def plan_llava_steps(cfg: LlavaRecipeConfig, world: Path, work: Path) -> list[St
             + ["--out", str(vision)],
             [],
         ),
-        Step("stage1", train(1, stage1_parts), []),
-        Step("stage2", train(2, ["--init", str(work / "stage1" / "final")]), []),
+        Step("stage1", train(1, stage1_parts), [], resume_dir=work / "stage1"),
+        Step("stage2", train(2, ["--init", str(work / "stage1" / "final")]), [], resume_dir=work / "stage2"),
         Step(
             "eval",
             [
@@ -158,13 +158,22 @@ def model_card(cfg: LlavaRecipeConfig, metrics: dict, commands: dict[str, str]) 
     return "\n".join(lines)
 
 
-def run_llava_recipe(cfg: LlavaRecipeConfig, out: Path) -> dict:
+def run_llava_recipe(cfg: LlavaRecipeConfig, out: Path, work: Path | None = None) -> dict:
+    """Run the recipe and atomically replace ``out``. With ``work`` the intermediates live there and the build
+    is resumable by step (rerun the same command after an interruption); without it, in a temporary folder."""
+    if work is None:
+        with tempfile.TemporaryDirectory(prefix="recipe-llava-") as work_str:
+            return _run_llava_recipe(cfg, out, Path(work_str), done_dir=None)
+    work.mkdir(parents=True, exist_ok=True)
+    return _run_llava_recipe(cfg, out, work.resolve(), done_dir=work.resolve() / ".done")
+
+
+def _run_llava_recipe(cfg: LlavaRecipeConfig, out: Path, work: Path, done_dir: Path | None) -> dict:
     world = world_cache_dir(cfg.world_preset, cfg.seed)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="recipe-llava-") as work_str, atomic_directory(out) as stage:
-        work = Path(work_str)
+    with atomic_directory(out) as stage:
         steps = plan_llava_steps(cfg, world, work)
-        timings = run_steps(steps, work, world, cfg.seed, cfg.world_preset)
+        timings = run_steps(steps, work, world, cfg.seed, cfg.world_preset, done_dir=done_dir)
         for item in (work / "stage2" / "final").iterdir():
             (shutil.copytree if item.is_dir() else shutil.copyfile)(item, stage / item.name)
         metrics = {"eval": json.loads((work / "eval.json").read_text(encoding="utf-8")), "seconds": timings}
@@ -175,7 +184,12 @@ def run_llava_recipe(cfg: LlavaRecipeConfig, out: Path) -> dict:
             producers={"": "stage2"},
             commands=commands,
             metrics=metrics,
-            recipe={"config": asdict(cfg), "total_seconds": round(time.perf_counter() - started, 1)},
+            # Step seconds add up across resumed runs; total_seconds is this invocation's wall time.
+            recipe={
+                "config": asdict(cfg),
+                "total_seconds": round(time.perf_counter() - started, 1),
+                "step_seconds_sum": round(sum(timings.values()), 1),
+            },
         )
         if manifest["total_bytes"] > LLAVA_BUDGET_BYTES and cfg.world_preset != "tiny":
             raise RuntimeError(

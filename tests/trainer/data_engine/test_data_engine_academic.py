@@ -192,3 +192,31 @@ def test_cli_builds_a_mix_and_rejects_a_bad_fraction(tmp_path: Path, capsys: pyt
     assert ids == ["10_academic", "10_detail", "11_academic", "11_detail"]
     assert main([*base, "--out", str(out), "--types", "academic", "--fractions", "detail=0.5"]) == 2
     assert "not in types" in capsys.readouterr().err
+
+
+def test_drill_repeats_and_category_thinning(tmp_path: Path) -> None:
+    """A drill: several seeded records per image, and a short-answer category thinned by ``keep``; the first
+    record of each image is the one the default settings build, draw for draw."""
+    default, _ = _synth_records(tmp_path / "a")
+    drill, stats = _synth_records(tmp_path / "b", academic=AcademicConfig(repeats=3))
+    assert [r["id"] for r in drill] == [
+        f"{i}_academic{s}" for i in (10, 11) for s in ("", "_1", "_2")
+    ] and stats.records["academic"] == 6
+    assert [drill[0], drill[3]] == default
+    assert len({json.dumps(r["conversations"]) for r in drill[:3]}) > 1  # each repeat draws anew
+    no_counts, _ = _synth_records(tmp_path / "c", academic=AcademicConfig(repeats=20, keep={"count": 0.0}))
+    # Multiple-choice turns are not short answers and keep their counts.
+    asked = [q.split("\n")[0] for r in no_counts for q, _ in _pairs(r) if not q.endswith(MULTIPLE_CHOICE)]
+    assert asked and not any(q.startswith("How many") for q in asked)
+    with_counts, _ = _synth_records(tmp_path / "d", academic=AcademicConfig(repeats=20))
+    assert any(
+        q.startswith("How many") and not q.endswith(MULTIPLE_CHOICE)
+        for r in with_counts
+        for q, _ in _pairs(r)
+    )
+    with pytest.raises(ValueError, match="keep names 'colour'"):
+        AcademicConfig(keep={"colour": 0.5})
+    with pytest.raises(ValueError, match=r"keep\['count'\]"):
+        AcademicConfig(keep={"count": 1.5})
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        AcademicConfig(repeats=0)

@@ -1,11 +1,14 @@
-"""The trainer CLI's overrides: --anyres-grids (the base-tile-only ablation of the AnyRes finding), --grad-accum."""
+"""The trainer CLI's overrides: --anyres-grids (the base-tile-only ablation of the AnyRes finding; with --init, a
+base-tile model continued at AnyRes), --grad-accum."""
 
 from __future__ import annotations
 
 import pytest
+import torch
+from PIL import Image
 
 from trainer.llava.config import ConfigError
-from trainer.llava.train import build_arg_parser, stage_config_from_args
+from trainer.llava.train import build_arg_parser, build_model, stage_config_from_args
 
 BASE = ["--config", "tiny", "--stage", "1", "--data", "d.json", "--images", "imgs", "--out", "run"]
 
@@ -25,10 +28,23 @@ def test_malformed_grids_are_usage_errors(bad, capsys):
     assert "COLSxROWS" in capsys.readouterr().err
 
 
-def test_grids_with_init_are_contradictory():
-    args = build_arg_parser().parse_args([*BASE, "--init", "m", "--anyres-grids", "1x1"])
-    with pytest.raises(ConfigError, match="--init keeps the model's grids"):
-        stage_config_from_args(args)
+def test_grids_with_init_replace_the_loaded_models_grids(tiny_llava_dir):
+    """A base-tile model continued at AnyRes: model config and processor change together, so the processor
+    inserts as many image tokens as the model packs for a multi-tile image."""
+    args = build_arg_parser().parse_args([*BASE, "--init", str(tiny_llava_dir), "--anyres-grids", "1x1,2x2"])
+    cfg = stage_config_from_args(args)
+    parts = build_model(args, cfg)
+    tile = parts.model.config.vision_config.image_size
+    assert parts.model.config.image_grid_pinpoints == [[tile, tile], [2 * tile, 2 * tile]]
+    assert parts.processor.image_processor.image_grid_pinpoints == [[tile, tile], [2 * tile, 2 * tile]]
+    inputs = parts.processor(
+        images=Image.new("RGB", (2 * tile, 2 * tile)), text="<image>", return_tensors="pt"
+    )
+    assert inputs["pixel_values"].shape[1] == 5  # base + 2x2 tiles
+    with torch.no_grad():
+        parts.model(**inputs)  # raises if the token count and the packed features disagree
+    kept = build_model(build_arg_parser().parse_args([*BASE, "--init", str(tiny_llava_dir)]), cfg)
+    assert kept.model.config.image_grid_pinpoints != parts.model.config.image_grid_pinpoints
 
 
 def test_grad_accum_reaches_the_runtime_and_is_validated():
