@@ -61,6 +61,8 @@ class LlavaTrainParams:
     """Checkpoint every N updates, 0: at the end only (empty: the trainer preset's)."""
     micro_batch_size: int | None = None
     """Samples per micro-batch (empty: the trainer preset's)."""
+    processes: Annotated[int, Range(1, 64)] = 1
+    """Training processes, one per GPU (above 1: ``accelerate launch`` with DDP; the global batch grows)."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,8 @@ class ReactCustomizeParams:
     pool: str = ""
     """The pool the subset was retrieved from; training does not read it: "Re-index the pool with this CLIP"
     embeds it with the result."""
+    processes: Annotated[int, Range(1, 64)] = 1
+    """Training processes, one per GPU (above 1: ``accelerate launch`` with DDP; the global batch grows)."""
 
 
 @dataclass(frozen=True)

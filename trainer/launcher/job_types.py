@@ -133,9 +133,22 @@ def _opt(flag: str, value: Any) -> list[str]:
     return [] if value in (None, "") else [flag, str(value)]
 
 
+def _launch(module: str, processes: int) -> list[str]:
+    """How a trainer module starts: ``-m module`` for one process; for several, ``accelerate launch`` (its
+    torchrun launcher, one process per GPU, DDP; on a machine without CUDA the runtime makes it a gloo CPU
+    group). Both trainers read their distributed setup from accelerate, so the module's own flags are the same."""
+    if processes <= 1:
+        return ["-m", module]
+    return [
+        "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+        "--num_machines", "1", "--dynamo_backend", "no", "-m", module,
+    ]  # fmt: skip
+
+
 def _llava(stage: int) -> Callable[[LlavaTrainParams, Path], list[str]]:
     def command(p: LlavaTrainParams, run: Path) -> list[str]:
-        argv = ["-m", "trainer.llava.train", "--config", p.config, "--stage", str(stage), "--data", p.data]
+        argv = [*_launch("trainer.llava.train", p.processes), "--config", p.config, "--stage", str(stage)]
+        argv += ["--data", p.data]
         argv += ["--images", p.images, "--out", str(run), "--no-progress"]
         for flag, value in (("--init", p.init), ("--vision-tower", p.vision_tower),
                             ("--language-model", p.language_model), ("--tokenizer", p.tokenizer),
@@ -256,8 +269,7 @@ JOB_TYPES: dict[str, JobType] = {
             ReactCustomizeParams,
             {"tiny": {"config": "tiny", "max_steps": 4}, "synthworld": {"config": "synthworld"}},
             lambda p, run: [
-                "-m",
-                "trainer.react",
+                *_launch("trainer.react", p.processes),
                 "train",
                 "--subset",
                 p.subset,

@@ -33,7 +33,7 @@ STAGE2 = JOB_TYPES["llava-stage2"]
 def test_specs_follow_the_dataclass_types_the_preset_and_the_help():
     specs = {s.name: s for s in field_specs(STAGE2, "tiny")}
     assert list(specs) == ["config", "data", "images", "init", "vision_tower", "language_model", "tokenizer",
-                           "max_steps", "checkpoint_every", "micro_batch_size"]  # fmt: skip
+                           "max_steps", "checkpoint_every", "micro_batch_size", "processes"]  # fmt: skip
     config, data, steps, batch = specs["config"], specs["data"], specs["max_steps"], specs["micro_batch_size"]
     assert (config.kind, config.default, config.choices) == (
         "choice", "tiny", ("tiny", "synthworld", "llava_1_5_7b", "llava_next_7b"))  # fmt: skip
@@ -100,16 +100,16 @@ def test_a_filled_form_is_the_preset_plus_its_changes_and_validates_like_every_f
     ordered = [values[s.name] for s in specs]
     # What the components hold: optional numbers as text (" 9 ", "" for the preset's own).
     shown = [to_component(s, values[s.name]) for s in specs]
-    assert shown[7:] == ["9", "1", ""]
+    assert shown[7:] == ["9", "1", "", 1]
     shown[7] = " 9 "
     raw = form_params(STAGE2, "tiny", shown)
     assert raw == {"preset": "tiny", "data": "data.json", "images": "images", "max_steps": 9}
     assert STAGE2.params_from(raw, tmp_path) == STAGE2.params_from(values, tmp_path)
     no_preset = form_params(STAGE2, None, ordered)  # no preset: the differences from the dataclass defaults
     assert no_preset == {"data": "data.json", "images": "images", "max_steps": 9, "checkpoint_every": 1}
-    with pytest.raises(ValueError, match="the form has 10 fields, got 2"):
+    with pytest.raises(ValueError, match="the form has 11 fields, got 2"):
         form_params(STAGE2, "tiny", ["tiny", ""])
-    typo = form_params(STAGE2, "tiny", [*shown[:7], "9x", "", "4"])  # text that is no number is passed on
+    typo = form_params(STAGE2, "tiny", [*shown[:7], "9x", "", "4", 1])  # text that is no number is passed on
     assert (typo["max_steps"], typo["checkpoint_every"], typo["micro_batch_size"]) == ("9x", None, 4)
     with pytest.raises(
         JobParamsError, match="llava-stage2.max_steps must be int or None, got '9x'"
@@ -174,14 +174,14 @@ def test_the_form_has_one_component_per_field_chosen_by_its_kind():
     # Filling and errors touch only the named type's components, in the order of ``inputs``; an error takes
     # the place of the field's help line, and the help comes back with the next fill.
     fill = form.fill("fake", {"steps": 9})
-    assert len(fill) == len(form.inputs) == 4 + 10 + 9
+    assert len(fill) == len(form.inputs) == 4 + 11 + 10
     assert fill[0] == {"__type__": "update", "value": 9, "info": "(0 to 1e9)"}
     assert fill[1] == {"__type__": "update", "info": "(0 to 1e9)"} and all(u == gr.skip() for u in fill[4:])
     shown = form.show_errors("llava-stage2", {"data": "llava-stage2.data is required"})
     assert shown[4 + 1] == {"__type__": "update", "info": "⚠ **llava-stage2.data is required**"}
     assert shown[4 + 2] == {"__type__": "update", "info": stage2.specs[2].info}
     assert [u for u in shown if "⚠" in u.get("info", "")] == [shown[4 + 1]]
-    assert form.values("llava-stage2", list(range(20))) == list(range(4, 14))
+    assert form.values("llava-stage2", list(range(25))) == list(range(4, 15))
 
 
 def marked(components, updates) -> dict[str, str]:
