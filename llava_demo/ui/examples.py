@@ -14,8 +14,10 @@ from pathlib import Path
 
 from vision_common.paths import PROJECT_ROOT
 
-# The recipe writes assets/examples/; the app spec names assets/synthworld/examples/. Both are looked at.
+# The embedded chat model carries examples from the world it was trained on (the LLaVA recipe writes them);
+# then the foundation recipe's (assets/synthworld/examples/) and assets/examples/.
 EXAMPLE_LOCATIONS = (
+    PROJECT_ROOT / "assets" / "models" / "synthworld-llava-next" / "examples" / "examples.json",
     PROJECT_ROOT / "assets" / "synthworld" / "examples" / "examples.json",
     PROJECT_ROOT / "assets" / "examples" / "examples.json",
 )

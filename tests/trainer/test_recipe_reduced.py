@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 
 from trainer.recipes.foundation import RecipeConfig, plan_steps
+from trainer.recipes.llava import LlavaRecipeConfig, plan_llava_steps
 from vision_common.manifest import MANIFEST_NAME, verify_manifest
 from vision_common.paths import PROJECT_ROOT
 
@@ -82,3 +84,32 @@ def test_reduced_recipes_build_world_foundation_and_llava(tmp_path):
     report = llava_manifest["metrics"]["eval"]
     for key in ("short_answer_accuracy", "yes_no_f1", "multiple_choice_accuracy", "small_detail_accuracy"):
         assert 0.0 <= report[key] <= 1.0
+    # The drill chain ran: base tile until the last stage, which moved to the AnyRes grids.
+    commands = llava_manifest["commands"]
+    assert "--anyres-grids 1x1" in commands["stage1"] and "--academic-repeats 2" in commands["drill-data"]
+    assert "--anyres-grids 1x2,2x1,2x2,3x1,1x3" in commands["anyres"]
+    assert json.loads((llava / "config.json").read_text())["image_grid_pinpoints"] != [[64, 64]]
+    examples = json.loads((llava / "examples" / "examples.json").read_text())
+    assert examples and all((llava / "examples" / e["image"]).is_file() for e in examples)
+    assert examples[-1]["category"] == "yes_no" and examples[-1]["answer"] in ("yes", "no")
+
+
+def test_llava_recipe_plans_the_drill_on_the_base_tile_then_anyres(tmp_path):
+    full = plan_llava_steps(LlavaRecipeConfig.full(), tmp_path / "w", tmp_path / "work")
+    names = [s.name for s in full]
+    assert names == [
+        "world", "instruction-data", "clip-convert", "stage1", "stage2", "drill-data", "drill", "anyres", "eval"
+    ]  # fmt: skip
+    by_name = {s.name: s for s in full}
+    assert by_name["drill"].argv[by_name["drill"].argv.index("--micro-batch-size") + 1] == "32"
+    assert by_name["drill"].resume_dir == tmp_path / "work" / "drill"  # an interrupted drill resumes
+    assert str(tmp_path / "work" / "anyres" / "final") in by_name["eval"].argv
+    ablation = LlavaRecipeConfig(**{**asdict(LlavaRecipeConfig.full()), "anyres_grids": "1x1"})
+    anyres = {s.name: s for s in plan_llava_steps(ablation, tmp_path / "w", tmp_path / "work")}["anyres"]
+    assert anyres.argv[anyres.argv.index("--anyres-grids") + 1] == "1x1"  # the ablation stays on the base tile
+    no_drill = LlavaRecipeConfig(drill_steps=0)
+    assert [s.name for s in plan_llava_steps(no_drill, tmp_path / "w", tmp_path / "work")] == [
+        "world", "instruction-data", "clip-convert", "stage1", "stage2", "eval"
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="drill_steps must be >= 0"):
+        LlavaRecipeConfig(drill_steps=-1)

@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         "--world-preset",
         choices=["default", "simple"],
         default=None,
-        help="synthworld-llava only: the world the chat model trains and is evaluated on (default: default; "
-        "simple: 1-2 larger objects per scene, docs/recipe.md)",
+        help="synthworld-llava only: the world the chat model trains and is evaluated on (default: simple, "
+        "1-2 larger objects per scene, issue #18's preset; default: the full world; docs/recipe.md)",
     )
     parser.add_argument(
         "--work",
@@ -72,6 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--stage2-steps", type=int, default=None, help="synthworld-llava: override stage-2 updates"
+    )
+    parser.add_argument(
+        "--drill-steps",
+        type=int,
+        default=None,
+        help="synthworld-llava: override the drill's updates (0: no drill)",
+    )
+    parser.add_argument(
+        "--anyres-steps",
+        type=int,
+        default=None,
+        help="synthworld-llava: override the last (AnyRes) stage's updates",
     )
     args = parser.parse_args(argv)
     if args.recipe == "synthworld-llava":
@@ -93,7 +105,7 @@ def _main_llava(args: argparse.Namespace) -> int:
         overrides["world_preset"] = args.world_preset
     if args.foundation:
         overrides["foundation"] = str(args.foundation.resolve())
-    for key in ("stage1_steps", "stage2_steps"):
+    for key in ("stage1_steps", "stage2_steps", "drill_steps", "anyres_steps"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     cfg = LlavaRecipeConfig(**{**asdict(base), **overrides})

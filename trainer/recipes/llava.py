@@ -29,6 +29,7 @@ from trainer.recipes.foundation import (
     world_cache_dir,
     world_step,
 )
+from vision_common.anyres.geometry import LLAVA_1_6_GRIDS
 from vision_common.atomic import atomic_directory, atomic_write_text
 from vision_common.manifest import build_manifest, write_manifest
 from vision_common.paths import PROJECT_ROOT
@@ -53,16 +54,40 @@ class LlavaRecipeConfig:
     # yes/no probes, small details, multiple choice) plus LLaVA's three teacher types on a share of the images.
     data_types: str = "conversation,detail,complex,academic"
     data_fractions: str = "conversation=0.3,detail=0.3,complex=0.2"
+    # Issue #18's drill (docs/recipe.md, "The drill"): stage 1 and stage 2 on the base tile, then
+    # ``drill_steps`` updates of ``drill_batch`` academic records (``drill_repeats`` per image, short-answer
+    # categories thinned by ``drill_keep``: many answers that only the image gives, in low-noise updates), then
+    # ``anyres_steps`` updates of the stage-2 mix at the AnyRes grids. 0: no drill (stage 2 at AnyRes directly).
+    drill_steps: int = 0
+    drill_batch: int = 32
+    drill_lr: float = 1e-3
+    drill_repeats: int = 6
+    drill_keep: str = "count=0.25,text=0.3"
+    drill_yes_no_pairs: int = 1
+    anyres_steps: int = 300
+    # Chat examples written beside the model: the first held-out question of each category, then a probe.
+    example_categories: tuple[str, ...] = ("color", "shape", "count", "position", "text")
 
     def __post_init__(self) -> None:
         if self.world_preset not in ("tiny", "default", "simple"):
             raise ValueError(f"world_preset must be 'tiny', 'default' or 'simple', got {self.world_preset!r}")
         if self.eval_limit < 1:
             raise ValueError("eval_limit must be >= 1")
+        for name in ("drill_steps", "anyres_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.drill_batch < 1 or self.drill_repeats < 1 or self.drill_lr <= 0:
+            raise ValueError("drill_batch and drill_repeats must be >= 1 and drill_lr > 0")
+        object.__setattr__(self, "example_categories", tuple(self.example_categories))
+
+    @property
+    def drills(self) -> bool:
+        return self.drill_steps > 0
 
     @classmethod
     def full(cls) -> LlavaRecipeConfig:
-        return cls()
+        """The committed embedded model: the simple world (issue #18's preset) and the drill."""
+        return cls(world_preset="simple", drill_steps=1200)
 
     @classmethod
     def reduced(cls) -> LlavaRecipeConfig:
@@ -72,30 +97,43 @@ class LlavaRecipeConfig:
             foundation=".cache/assets-reduced",
             stage1_steps=2,
             stage2_steps=2,
+            drill_steps=2,
+            drill_batch=2,
+            drill_repeats=2,
+            anyres_steps=2,
             eval_limit=4,
         )
+
+
+def _grids_text(grids: tuple[tuple[int, int], ...]) -> str:
+    return ",".join(f"{cols}x{rows}" for cols, rows in grids)
+
+
+def final_model_dir(cfg: LlavaRecipeConfig, work: Path) -> Path:
+    return work / ("anyres" if cfg.drills else "stage2") / "final"
 
 
 def plan_llava_steps(cfg: LlavaRecipeConfig, world: Path, work: Path) -> list[Step]:
     py = sys.executable
     models = (PROJECT_ROOT / cfg.foundation / "models").resolve()
     images = world / "scenes" / "images" / "train"
-    instr, stage1 = work / "llava_instruct.json", work / "llava_stage1.json"
+    instr, stage1, drill = work / "llava_instruct.json", work / "llava_stage1.json", work / "llava_drill.json"
     vision = work / "clip-vision-hf"
 
-    def train(stage: int, extra: list[str]) -> list[str]:
-        data = stage1 if stage == 1 else instr
+    def train(name: str, stage: int, data: Path, extra: list[str], steps: int | None) -> Step:
         argv = [py, "-m", "trainer.llava.train", "--config", cfg.trainer_preset, "--stage", str(stage)]
-        argv += ["--data", str(data), "--images", str(images), "--out", str(work / f"stage{stage}")]
+        argv += ["--data", str(data), "--images", str(images), "--out", str(work / name)]
         argv += ["--seed", str(cfg.seed), "--no-progress", *extra]
-        steps = cfg.stage1_steps if stage == 1 else cfg.stage2_steps
-        return argv + (["--max-steps", str(steps)] if steps else [])
+        return Step(name, argv + (["--max-steps", str(steps)] if steps else []), [], resume_dir=work / name)
 
     stage1_parts = ["--vision-tower", str(vision), "--language-model", str(models / "synthworld-lm")]
     stage1_parts += ["--tokenizer", str(models / "synthworld-tokenizer")]
-    if cfg.anyres_grids:
-        stage1_parts += ["--anyres-grids", cfg.anyres_grids]
-    return [
+    # With the drill, stages 1-2 and the drill run on the base tile (a fifth of AnyRes's image tokens); the
+    # last stage moves to the AnyRes grids (or stays on the base tile for the ablation).
+    first_grids = "1x1" if cfg.drills else cfg.anyres_grids
+    if first_grids:
+        stage1_parts += ["--anyres-grids", first_grids]
+    steps = [
         world_step(world, cfg.seed, cfg.world_preset),
         instruction_data_step(
             world, instr, stage1, cfg.seed, ["--types", cfg.data_types, "--fractions", cfg.data_fractions]
@@ -106,24 +144,64 @@ def plan_llava_steps(cfg: LlavaRecipeConfig, world: Path, work: Path) -> list[St
             + ["--out", str(vision)],
             [],
         ),
-        Step("stage1", train(1, stage1_parts), [], resume_dir=work / "stage1"),
-        Step("stage2", train(2, ["--init", str(work / "stage1" / "final")]), [], resume_dir=work / "stage2"),
-        Step(
-            "eval",
-            [
-                py,
-                "-m",
-                "trainer.eval",
-                "llava",
-                "--model",
-                str(work / "stage2" / "final"),
-                "--world",
-                str(world),
-            ]
-            + ["--limit", str(cfg.eval_limit), "--json", "--out", str(work / "eval.json"), "--no-progress"],
-            [],
-        ),
+        train("stage1", 1, stage1, stage1_parts, cfg.stage1_steps),
+        train("stage2", 2, instr, ["--init", str(work / "stage1" / "final")], cfg.stage2_steps),
     ]
+    if cfg.drills:
+        ann = world / "scenes" / "annotations"
+        data_argv = [py, "-m", "trainer.data_engine", "build", "--teacher", "rule", "--types", "academic"]
+        data_argv += ["--captions", str(ann / "captions_train.json")]
+        data_argv += ["--instances", str(ann / "instances_train.json"), "--images", str(images)]
+        data_argv += ["--out", str(drill), "--seed", str(cfg.seed + 1)]
+        data_argv += ["--academic-repeats", str(cfg.drill_repeats)]
+        data_argv += [
+            "--academic-yes-no-pairs",
+            str(cfg.drill_yes_no_pairs),
+            "--academic-keep",
+            cfg.drill_keep,
+        ]
+        drill_args = ["--init", str(work / "stage2" / "final"), "--micro-batch-size", str(cfg.drill_batch)]
+        drill_args += ["--learning-rate", str(cfg.drill_lr)]
+        final_grids = cfg.anyres_grids or _grids_text(LLAVA_1_6_GRIDS)
+        anyres_args = ["--init", str(work / "drill" / "final"), "--anyres-grids", final_grids]
+        steps += [
+            Step("drill-data", data_argv, []),
+            train("drill", 2, drill, drill_args, cfg.drill_steps),
+            train("anyres", 2, instr, anyres_args, cfg.anyres_steps),
+        ]
+    eval_argv = [py, "-m", "trainer.eval", "llava", "--model", str(final_model_dir(cfg, work))]
+    eval_argv += ["--world", str(world), "--limit", str(cfg.eval_limit), "--json"]
+    eval_argv += ["--out", str(work / "eval.json"), "--no-progress"]
+    return [*steps, Step("eval", eval_argv, [])]
+
+
+def write_examples(world: Path, dest: Path, categories: tuple[str, ...]) -> list[dict]:
+    """The chat tab's examples for this model, from its own world's held-out questions: the first question
+    of each category in file order (not chosen by how the model answers), then the first POPE probe of
+    another scene. Images are copied next to ``examples.json``."""
+    eval_dir = world / "eval"
+    rows = [json.loads(line) for line in (eval_dir / "vqa.jsonl").read_text(encoding="utf-8").splitlines()]
+    probes = [json.loads(line) for line in (eval_dir / "pope.jsonl").read_text(encoding="utf-8").splitlines()]
+    picked: list[dict] = []
+    for category in categories:
+        used = {item["image"] for item in picked}
+        item = next((r for r in rows if r.get("category") == category and r["image"] not in used), None)
+        if item is not None:
+            picked.append(item)
+    used = {item["image"] for item in picked}
+    probe = next((r for r in probes if r["image"] not in used), None)
+    if probe is not None:
+        picked.append({**probe, "category": "yes_no"})
+    dest.mkdir(parents=True, exist_ok=True)
+    examples = []
+    for index, item in enumerate(picked):
+        name = f"scene_{index}.png"
+        shutil.copyfile(world / item["image"], dest / name)
+        examples.append(
+            {"image": name, "question": item["text"], "answer": item["answer"], "category": item["category"]}
+        )
+    atomic_write_text(dest / "examples.json", json.dumps(examples, indent=1) + "\n")
+    return examples
 
 
 def model_card(cfg: LlavaRecipeConfig, metrics: dict, commands: dict[str, str]) -> str:
@@ -138,7 +216,9 @@ def model_card(cfg: LlavaRecipeConfig, metrics: dict, commands: dict[str, str]) 
         "A tiny LLaVA-NeXT (AnyRes) trained by this project on SynthWorld, offline, on CPU: the embedded default",
         "of the chat app, the API server and the CLI. Tiny CLIP (64-px tiles, patch 8) + mlp2x_gelu projector +",
         "a 2.2M-parameter Llama; stage 1 aligns the projector on captions, stage 2 tunes projector + LM on",
-        "rule-teacher instruction data (conversation, detail, complex reasoning, short answers, multiple choice).",
+        "rule-teacher instruction data (conversation, detail, complex reasoning, short answers, multiple choice);",
+        "with the drill (docs/recipe.md), a large-batch stage of short questions on the base tile follows, then",
+        "a short stage 2 at the AnyRes grids.",
         "",
         "## Held-out SynthWorld metrics (`python -m trainer.eval llava`)",
         "",
@@ -174,14 +254,15 @@ def _run_llava_recipe(cfg: LlavaRecipeConfig, out: Path, work: Path, done_dir: P
     with atomic_directory(out) as stage:
         steps = plan_llava_steps(cfg, world, work)
         timings = run_steps(steps, work, world, cfg.seed, cfg.world_preset, done_dir=done_dir)
-        for item in (work / "stage2" / "final").iterdir():
+        for item in final_model_dir(cfg, work).iterdir():
             (shutil.copytree if item.is_dir() else shutil.copyfile)(item, stage / item.name)
+        write_examples(world, stage / "examples", cfg.example_categories)
         metrics = {"eval": json.loads((work / "eval.json").read_text(encoding="utf-8")), "seconds": timings}
         commands = {s.name: printable_command(s.argv) for s in steps}
         atomic_write_text(stage / "README.md", model_card(cfg, metrics, commands))
         manifest = build_manifest(
             stage,
-            producers={"": "stage2"},
+            producers={"": "anyres" if cfg.drills else "stage2", "examples": "world"},
             commands=commands,
             metrics=metrics,
             # Step seconds add up across resumed runs; total_seconds is this invocation's wall time.
