@@ -105,8 +105,11 @@ def test_llava_recipe_plans_the_drill_on_the_base_tile_then_anyres(tmp_path):
     assert by_name["drill"].resume_dir == tmp_path / "work" / "drill"  # an interrupted drill resumes
     assert str(tmp_path / "work" / "anyres" / "final") in by_name["eval"].argv
     ablation = LlavaRecipeConfig(**{**asdict(LlavaRecipeConfig.full()), "anyres_grids": "1x1"})
-    anyres = {s.name: s for s in plan_llava_steps(ablation, tmp_path / "w", tmp_path / "work")}["anyres"]
-    assert anyres.argv[anyres.argv.index("--anyres-grids") + 1] == "1x1"  # the ablation stays on the base tile
+    ablation_steps = plan_llava_steps(ablation, tmp_path / "w", tmp_path / "work")
+    base_tile = {s.name: s for s in ablation_steps}["base-tile"]
+    assert base_tile.argv[base_tile.argv.index("--anyres-grids") + 1] == "1x1"  # the ablation stays on 1x1
+    # Both share every step before the last stage, argv for argv: one --work folder serves both builds.
+    assert [s.argv for s in ablation_steps[:7]] == [s.argv for s in full[:7]]
     no_drill = LlavaRecipeConfig(drill_steps=0)
     assert [s.name for s in plan_llava_steps(no_drill, tmp_path / "w", tmp_path / "work")] == [
         "world", "instruction-data", "clip-convert", "stage1", "stage2", "eval"

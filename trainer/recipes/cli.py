@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=None,
         help="synthworld-llava only: folder for intermediates; the build resumes there by step after an "
-        "interruption (default: .cache/recipe-work/<output folder name>; --reduced: a temporary folder)",
+        "interruption (default: .cache/recipe-work/llava-<world preset>-seed<seed>, shared with the --no-anyres "
+        "ablation; --reduced: a temporary folder)",
     )
     parser.add_argument(
         "--fresh", action="store_true", help="synthworld-llava only: discard --work's earlier steps first"
@@ -119,7 +120,8 @@ def _main_llava(args: argparse.Namespace) -> int:
         out = PROJECT_ROOT / "assets" / "models" / "synthworld-llava-next"
     work = args.work
     if work is None and not args.reduced:
-        work = PROJECT_ROOT / ".cache" / "recipe-work" / Path(out).resolve().name
+        # One folder per world and seed: the --no-anyres ablation reuses the main build's stages before the last.
+        work = PROJECT_ROOT / ".cache" / "recipe-work" / f"llava-{cfg.world_preset}-seed{cfg.seed}"
     if args.fresh and work is not None and work.exists():
         shutil.rmtree(work)
     _report(run_llava_recipe(cfg, out, work), out)

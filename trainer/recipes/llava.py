@@ -109,8 +109,17 @@ def _grids_text(grids: tuple[tuple[int, int], ...]) -> str:
     return ",".join(f"{cols}x{rows}" for cols, rows in grids)
 
 
+def final_stage(cfg: LlavaRecipeConfig) -> str:
+    """The step (and run folder) whose model the recipe ships. With the drill, the last stage is named by its
+    grids, so the AnyRes model and the base-tile ablation can share one ``--work`` folder: the ablation then
+    reuses stages 1-2 and the drill and runs only its own last stage and eval."""
+    if not cfg.drills:
+        return "stage2"
+    return "base-tile" if cfg.anyres_grids == "1x1" else "anyres"
+
+
 def final_model_dir(cfg: LlavaRecipeConfig, work: Path) -> Path:
-    return work / ("anyres" if cfg.drills else "stage2") / "final"
+    return work / final_stage(cfg) / "final"
 
 
 def plan_llava_steps(cfg: LlavaRecipeConfig, world: Path, work: Path) -> list[Step]:
@@ -167,7 +176,7 @@ def plan_llava_steps(cfg: LlavaRecipeConfig, world: Path, work: Path) -> list[St
         steps += [
             Step("drill-data", data_argv, []),
             train("drill", 2, drill, drill_args, cfg.drill_steps),
-            train("anyres", 2, instr, anyres_args, cfg.anyres_steps),
+            train(final_stage(cfg), 2, instr, anyres_args, cfg.anyres_steps),
         ]
     eval_argv = [py, "-m", "trainer.eval", "llava", "--model", str(final_model_dir(cfg, work))]
     eval_argv += ["--world", str(world), "--limit", str(cfg.eval_limit), "--json"]
@@ -262,7 +271,7 @@ def _run_llava_recipe(cfg: LlavaRecipeConfig, out: Path, work: Path, done_dir: P
         atomic_write_text(stage / "README.md", model_card(cfg, metrics, commands))
         manifest = build_manifest(
             stage,
-            producers={"": "anyres" if cfg.drills else "stage2", "examples": "world"},
+            producers={"": final_stage(cfg), "examples": "world"},
             commands=commands,
             metrics=metrics,
             # Step seconds add up across resumed runs; total_seconds is this invocation's wall time.
