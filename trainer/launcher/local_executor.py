@@ -70,8 +70,11 @@ class LocalExecutor:
         self._children: dict[int, subprocess.Popen] = {}  # jobs this process started: reaped by poll
         self._lock = threading.Lock()
 
-    def submit(self, out_dir: Path, log_path: Path, argv: list[str], *, job_type: str = "") -> ProcessHandle:
-        """Start ``argv`` in a new session with its output appended to ``log_path`` (every type alike)."""
+    def submit(
+        self, out_dir: Path, log_path: Path, argv: list[str], *, job_type: str = "", processes: int = 1
+    ) -> ProcessHandle:
+        """Start ``argv`` in a new session with its output appended to ``log_path`` (every type alike; a
+        multi-process job's ``accelerate launch`` starts its own workers in that session)."""
         exit_file = out_dir / EXIT_FILE
         exit_file.unlink(missing_ok=True)  # a resumed job's previous ending is not this run's
         wrapper = [

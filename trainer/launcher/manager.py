@@ -225,7 +225,10 @@ class JobManager:
         log_path = confined(self.workspace, claimed.log_path, field="log_path")
         try:
             executor = self._executor(claimed)
-            handle = executor.submit(self.job_dir(claimed), log_path, argv, job_type=claimed.type)
+            processes = getattr(params, "processes", 1)
+            handle = executor.submit(
+                self.job_dir(claimed), log_path, argv, job_type=claimed.type, processes=processes
+            )
         except (OSError, ValueError) as exc:
             self._end(claimed, "failed", None, f"could not start: {exc}")
             return False

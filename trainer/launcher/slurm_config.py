@@ -75,9 +75,12 @@ class SlurmSettings:
             resources = replace(resources, cpus_per_task=self.cpus_per_task)
         return resources
 
-    def sbatch_parameters(self, job_type: str) -> dict[str, object]:
-        """``submitit.SlurmExecutor.update_parameters`` keywords for one job of ``job_type``."""
+    def sbatch_parameters(self, job_type: str, processes: int = 1) -> dict[str, object]:
+        """``submitit.SlurmExecutor.update_parameters`` keywords for one job of ``job_type``; a job that runs
+        ``processes`` training processes (one per GPU) asks for at least that many GPUs where it asks for any."""
         r = self.resources_for(job_type)
+        if r.gpus_per_node and processes > r.gpus_per_node:
+            r = replace(r, gpus_per_node=processes)
         parameters: dict[str, object] = {
             "nodes": r.nodes, "ntasks_per_node": 1, "cpus_per_task": r.cpus_per_task, "time": r.time_min,
             "job_name": f"sv-{job_type}", "stderr_to_stdout": True,

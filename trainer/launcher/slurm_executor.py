@@ -61,8 +61,10 @@ class SlurmExecutor:
         self.settings = settings or SlurmSettings()
         self.grace_s = grace_s
 
-    def submit(self, out_dir: Path, log_path: Path, argv: list[str], *, job_type: str = "") -> SlurmHandle:
-        """sbatch ``argv`` with ``job_type``'s resources; its output is appended to ``log_path``."""
+    def submit(
+        self, out_dir: Path, log_path: Path, argv: list[str], *, job_type: str = "", processes: int = 1
+    ) -> SlurmHandle:
+        """sbatch ``argv`` with ``job_type``'s resources (GPUs for ``processes``); output appended to ``log_path``."""
         # submitit is the optional `slurm` extra: imported only when a job actually goes to Slurm.
         import submitit
 
@@ -71,7 +73,7 @@ class SlurmExecutor:
         wrapped = [sys.executable, "-m", "trainer.launcher.job_process", "--exit-file", str(exit_file),
                    "--log", str(log_path), "--", *argv]  # fmt: skip
         executor = submitit.SlurmExecutor(folder=out_dir / SLURM_FOLDER)
-        executor.update_parameters(**self.settings.sbatch_parameters(job_type))
+        executor.update_parameters(**self.settings.sbatch_parameters(job_type, processes))
         command = submitit.helpers.CommandFunction(wrapped, cwd=PROJECT_ROOT, verbose=True)
         try:
             job = executor.submit(command)

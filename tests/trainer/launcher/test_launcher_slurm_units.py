@@ -54,6 +54,11 @@ def test_each_job_type_asks_for_its_resources_and_the_flags_override_them():
                       "job_name": "sv-llava-stage2", "stderr_to_stdout": True, "gpus_per_node": 1,
                       "additional_parameters": {"signal": "TERM@90"}}  # fmt: skip
     assert "gpus_per_node" not in default.sbatch_parameters("data-engine")
+    # A 4-process job asks for 4 GPUs; a CPU-only setting (0 GPUs) stays without any.
+    assert default.sbatch_parameters("llava-stage2", processes=4)["gpus_per_node"] == 4
+    assert "gpus_per_node" not in SlurmSettings(gpus_per_node=0).sbatch_parameters(
+        "llava-stage2", processes=4
+    )
     cpu_only = SlurmSettings(partition="debug", gpus_per_node=0, time_min=30)
     params = cpu_only.sbatch_parameters("llava-stage2")
     assert "gpus_per_node" not in params and params["time"] == 30 and params["partition"] == "debug"
