@@ -31,6 +31,7 @@ from trainer.llava.eval.data import EVAL_SET_NAMES, SPLITS, EvalDataError
 from trainer.llava.eval.image_use import LossModel, training_template
 from trainer.llava.eval.run import Answerer, AnswerError, BackendAnswerer, EvalConfig, run_eval
 from trainer.recipes.foundation import world_cache_dir
+from trainer.synthworld.config import PRESETS as WORLD_PRESETS
 from trainer.synthworld.config import WorldConfig
 from trainer.synthworld.world import generate_world
 from vision_common.atomic import OutputNotWritableError, atomic_write_json, atomic_write_text
@@ -45,15 +46,31 @@ class EvalCliError(RuntimeError):
     """A user-facing failure: printed as one line, exit code 2."""
 
 
-def default_world() -> Path:
-    """The recipe's default world (``.cache/synthworld/default-seed0``), generated on first use."""
-    world = world_cache_dir(DEFAULT_WORLD_PRESET, DEFAULT_WORLD_SEED)
+def model_world(checkpoint: str) -> tuple[str | None, int | None]:
+    """(world preset, seed) the model was trained on, from the LLaVA recipe's manifest beside it; (None, None),
+    i.e. the default world, for any other model (a real checkpoint, an older build)."""
+    try:
+        manifest = json.loads((Path(checkpoint) / "manifest.json").read_text(encoding="utf-8"))
+        config = manifest["recipe"]["config"]
+        preset, seed = config["world_preset"], config["seed"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
+    if preset not in WORLD_PRESETS or not isinstance(seed, int):
+        return None, None
+    return preset, seed
+
+
+def default_world(preset: str | None = None, seed: int | None = None) -> Path:
+    """A recipe world (``.cache/synthworld/<preset>-seed<seed>``; the default world when not named), generated
+    on first use."""
+    preset = DEFAULT_WORLD_PRESET if preset is None else preset
+    seed = DEFAULT_WORLD_SEED if seed is None else seed
+    world = world_cache_dir(preset, seed)
     if not (world / "manifest.json").is_file():
         print(
             f"SynthWorld world {world} is missing; generating it (about 1-2 minutes, once)", file=sys.stderr
         )
-        config = WorldConfig.preset(DEFAULT_WORLD_PRESET)
-        generate_world(world, config, seed=DEFAULT_WORLD_SEED, workers=min(2, os.cpu_count() or 1))
+        generate_world(world, WorldConfig.preset(preset), seed=seed, workers=min(2, os.cpu_count() or 1))
     return world
 
 
@@ -124,9 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--split", choices=SPLITS, default="test", help="test: held-out sets; train: built from train scenes"
     )
     size = llava.add_mutually_exclusive_group()
-    size.add_argument(
-        "--limit", type=int, default=None, help="questions per set (default 60: the 2-minute budget)"
-    )
+    size.add_argument("--limit", type=int, default=None, help="questions per set (default 300)")
     size.add_argument("--all", action="store_true", help="every question of every set")
     llava.add_argument("--sets", default=",".join(EVAL_SET_NAMES), help="comma-separated subset of the sets")
     llava.add_argument("--descriptions", type=int, default=None, help="detailed-description probes (0 skips)")
@@ -252,7 +267,8 @@ def run_llava(args: argparse.Namespace) -> dict[str, Any]:
         resolve_checkpoint(args.ablation_model)  # a missing ablation model fails now, not after the main run
     if args.world is not None and not args.world.is_dir():
         raise EvalCliError(f"--world {args.world} does not exist")
-    world = args.world if args.world is not None else default_world()
+    # By default the model is scored on the held-out scenes of the world it was trained on.
+    world = args.world if args.world is not None else default_world(*model_world(checkpoint))
     if args.threads is not None:
         import torch
 

@@ -100,25 +100,32 @@ def app_page(browser, url: str, artifacts: Path) -> Iterator[object]:
 
 def set_max_tokens(page, value: int) -> None:
     """Set the chat's "Max new tokens" (in the Parameters accordion) and wait until the component holds it."""
+    set_chat_parameter(page, "chat-max-tokens", value)
+
+
+def set_chat_parameter(page, elem_id: str, value: float) -> None:
+    """Set one slider of the chat's Parameters accordion (``chat-max-tokens``, ``chat-temperature``, ...) and
+    wait until the component holds it."""
     from playwright.sync_api import expect  # the module is importable once require_playwright() passed
 
-    number = page.locator("#chat-max-tokens input[type=number]")
+    number = page.locator(f"#{elem_id} input[type=number]")
     # The slider's range input shows the component's value, which is what an event sends; the number field can
     # hold the typed text before the component takes it (seen once: the field said 12, the request said 512).
-    slider = page.locator("#chat-max-tokens input[type=range]")
+    slider = page.locator(f"#{elem_id} input[type=range]")
     if not number.is_visible():
         page.locator("#chat-parameters").get_by_text("Parameters").click()
     expect(number).to_be_visible()
     # The accordion mounts its content while it opens, and a fill that lands during that can be dropped (seen
     # once in CI: the field kept 512), so the fill is retried until the value holds.
+    text = f"{value:g}"
     for _ in range(3):
-        number.fill(str(value))
+        number.fill(text)
         number.press("Enter")
         try:
-            expect(number).to_have_value(str(value), timeout=2_000)
-            expect(slider).to_have_value(str(value), timeout=2_000)
+            expect(number).to_have_value(text, timeout=2_000)
+            expect(slider).to_have_value(text, timeout=2_000)
             return
         except AssertionError:
             continue
-    expect(number).to_have_value(str(value))
-    expect(slider).to_have_value(str(value))
+    expect(number).to_have_value(text)
+    expect(slider).to_have_value(text)

@@ -294,3 +294,18 @@ def test_a_backend_failure_names_the_question(tiny_world: Path) -> None:
     config = EvalConfig(sets=("mc",), limit=3, description_images=0)
     with pytest.raises(AnswerError, match=r"^mc question \d+: ContextOverflowError: prompt too long$"):
         run_eval(BackendAnswerer(Overflowing()), tiny_world, config, progress=False)  # type: ignore[arg-type]
+
+
+def test_the_default_world_is_the_one_the_model_was_trained_on(tmp_path: Path) -> None:
+    """The LLaVA recipe's manifest names the world preset and seed; other models get the default world."""
+    model = tmp_path / "model"
+    model.mkdir()
+    assert eval_cli.model_world(str(model)) == (None, None)  # no manifest: a real checkpoint
+    manifest = {"recipe": {"config": {"world_preset": "simple", "seed": 3}}}
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    assert eval_cli.model_world(str(model)) == ("simple", 3)
+    manifest["recipe"]["config"]["world_preset"] = "../../etc"  # not a preset: ignored, not a path
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    assert eval_cli.model_world(str(model)) == (None, None)
+    (model / "manifest.json").write_text("{not json")
+    assert eval_cli.model_world(str(model)) == (None, None)
