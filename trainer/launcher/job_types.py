@@ -344,6 +344,10 @@ JOB_TYPES: dict[str, JobType] = {
                 "synthworld-llava",
                 "--out",
                 str(run / "model"),
+                # The job's own work folder: a rerun of this job resumes its build by step, and two jobs
+                # never share intermediates.
+                "--work",
+                str(run / "work"),
                 "--seed",
                 str(p.seed),
                 *(["--reduced"] if p.reduced else []),

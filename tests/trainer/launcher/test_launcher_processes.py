@@ -68,3 +68,10 @@ def test_a_two_process_llava_job_runs_to_identical_replicas(
     digests = checkpoint.state["replica_digests"]
     assert len(digests) == 2 and digests[0] == digests[1] == state_digest(checkpoint.trainable)
     assert (run / "final" / "model.safetensors").is_file()
+
+
+def test_a_recipe_job_keeps_its_intermediates_in_its_own_run_folder(tmp_path: Path) -> None:
+    recipe = JOB_TYPES["recipe-llava"]
+    argv = recipe.argv(recipe.params_from({"preset": "tiny"}, tmp_path), tmp_path / "run")
+    assert argv[argv.index("--work") + 1] == str(tmp_path / "run" / "work")
+    assert argv[argv.index("--out") + 1] == str(tmp_path / "run" / "model")
