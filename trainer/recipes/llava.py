@@ -49,7 +49,7 @@ class LlavaRecipeConfig:
     anyres_grids: str | None = None  # None: the trainer's LLaVA-1.6 grids; "1x1": base tile only
     stage1_steps: int | None = None
     stage2_steps: int | None = None
-    eval_limit: int = 60
+    eval_limit: int = 300  # questions per set: the eval's default, about a minute on 2 cores
     # The stage-2 mix (docs/data_engine.md): one academic VQA record per image (short answers, balanced
     # yes/no probes, small details, multiple choice) plus LLaVA's three teacher types on a share of the images.
     data_types: str = "conversation,detail,complex,academic"
@@ -229,7 +229,8 @@ def model_card(cfg: LlavaRecipeConfig, metrics: dict, commands: dict[str, str]) 
         "with the drill (docs/recipe.md), a large-batch stage of short questions on the base tile follows, then",
         "a short stage 2 at the AnyRes grids.",
         "",
-        "## Held-out SynthWorld metrics (`python -m trainer.eval llava`)",
+        f"## Held-out SynthWorld metrics (`python -m trainer.eval llava`, {cfg.world_preset} world, "
+        f"{cfg.eval_limit} questions per set)",
         "",
         "```json",
         json.dumps(headline, indent=1),
